@@ -1,0 +1,1 @@
+"""The API listener (Dojo's api.dojo.tech): everything except raw card data."""

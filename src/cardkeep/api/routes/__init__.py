@@ -1,0 +1,1 @@
+"""Thin route handlers: decode with ``web.wire``, call one use case, render with ``web.wire``."""

@@ -1,0 +1,28 @@
+"""The sandbox clock (Extension, §7.3): read it and move it forward, sandbox keys only."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cardkeep.service.facade import Services
+from cardkeep.web import wire
+from cardkeep.web.edge import Call, Edge
+
+
+def routes(edge: Edge, services: Services) -> list[Route]:
+    accounts = services.accounts
+
+    async def read(call: Call) -> Response:
+        now, offset = await call.run(accounts.clock, call.account)
+        return call.ok(wire.clock_json(now, offset))
+
+    async def advance(call: Call) -> Response:
+        seconds = wire.advance_seconds(call.body)
+        now, offset = await call.run(accounts.advance_clock, call.account, seconds)
+        return call.ok(wire.clock_json(now, offset))
+
+    return [
+        edge.route("/sandbox/clock", read, ["GET"]),
+        edge.route("/sandbox/clock/advance", advance, ["POST"]),
+    ]

@@ -1,0 +1,1 @@
+"""Acquirer connectors: the protocol and its implementations (the sandbox, later real ones)."""

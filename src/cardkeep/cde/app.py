@@ -1,0 +1,51 @@
+"""create_pci_app: the PCI listener (Dojo's pci-api.dojo.tech), the cardholder-data environment.
+
+Serves the card-carrying setup-intent create and health; the hosted card page and its card
+endpoint answer ``not_implemented`` until they are built. Any other path is 404.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from cardkeep.cde.tokenize import CardIntake, read_card
+from cardkeep.domain.errors import ValidationFailed
+from cardkeep.service.facade import Services
+from cardkeep.web import wire
+from cardkeep.web.common import assemble, health_route
+from cardkeep.web.edge import Call, Edge, not_implemented
+from cardkeep.web.fields import Errors
+
+
+def create_pci_app(services: Services, intake: CardIntake) -> ASGIApp:
+    edge = Edge(services.accounts.authenticate, rejects_card_data=False)
+    schemes = services.card_schemes
+    accepted = frozenset(schemes)
+
+    async def create(call: Call) -> Response:
+        assert call.account is not None
+        errors: Errors = {}
+        now = services.ctx.now(call.account)
+        card = read_card(call.body, errors, accepted, now)
+        cmd = wire.setup_intent_command(call.body, errors)  # raises with card errors too
+        if card is None:  # read_card recorded why
+            raise ValidationFailed(
+                errors or {"CardDetails": ["The CardDetails field is required."]}
+            )
+        si = await call.run(intake.create, call.account, cmd, card)
+        return call.ok(wire.setup_intent_json(si, schemes))
+
+    routes: list[BaseRoute] = [
+        health_route(services),
+        edge.route("/setup-intents", create, ["POST"]),
+        Route("/setup/{si}", not_implemented("The hosted card page"), methods=["GET"]),
+        Route(
+            "/setup-intents/public/{si}/card",
+            not_implemented("The hosted card page's card endpoint"),
+            methods=["POST"],
+        ),
+        Route("/metrics", not_implemented("Metrics"), methods=["GET"]),
+    ]
+    return assemble(routes, "pci")

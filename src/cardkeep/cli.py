@@ -1,0 +1,166 @@
+"""The ``cardkeep`` command: serve, migrate, sweep, accounts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cardkeep import __version__
+from cardkeep.config import Settings, SettingsError, from_env
+from cardkeep.domain.account import Mode
+from cardkeep.domain.errors import DomainError
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = from_env().with_overrides(**overrides)
+        settings.sqlite_path  # noqa: B018 - validates the database URL early
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return settings
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the SQLite database and the sandbox vault key [env CARDKEEP_DATA_DIR; "
+    "default ./var].",
+)
+database_url_option = click.option(
+    "--database-url",
+    help="sqlite:///PATH [env CARDKEEP_DATABASE_URL; default <data dir>/cardkeep.db].",
+)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="cardkeep")
+def main() -> None:
+    """cardkeep: cards on file and merchant-initiated charges (Dojo Setup/Payment Intents API)."""
+
+
+@main.command()
+@data_dir_option
+@database_url_option
+@click.option("--host", help="Interface both listeners bind to [default 127.0.0.1].")
+@click.option("--api-port", type=int, help="API listener port [default 8000].")
+@click.option("--pci-port", type=int, help="PCI listener port [default 8001].")
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes [default 1].")
+@click.option(
+    "--sandbox-account",
+    is_flag=True,
+    help="Create a sandbox account on first start and print its key (what `make run` does).",
+)
+def serve(
+    data_dir: Path | None,
+    database_url: str | None,
+    host: str | None,
+    api_port: int | None,
+    pci_port: int | None,
+    workers: int | None,
+    sandbox_account: bool,
+) -> None:
+    """Run the API and PCI listeners (applies pending migrations first)."""
+    from cardkeep.bootstrap import build, ensure_sandbox_account, migrate
+    from cardkeep.serve import serve as run
+
+    settings = _settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        api_port=api_port,
+        pci_port=pci_port,
+        workers=workers,
+    )
+    applied = migrate(settings)
+    if applied:
+        click.echo(f"applied migrations {applied}", err=True)
+    if sandbox_account:
+        container = build(settings)
+        key = ensure_sandbox_account(settings, container.services)
+        container.close()
+        click.echo(
+            f"\ncardkeep sandbox\n"
+            f"  API listener: http://{settings.host}:{settings.api_port}\n"
+            f"  PCI listener: http://{settings.host}:{settings.pci_port}\n"
+            f"  sandbox key:  {key}\n",
+            err=True,
+        )
+    run(settings)
+
+
+@main.command()
+@data_dir_option
+@database_url_option
+def migrate(data_dir: Path | None, database_url: str | None) -> None:
+    """Apply pending database migrations."""
+    from cardkeep.bootstrap import migrate as apply
+
+    applied = apply(_settings(data_dir=data_dir, database_url=database_url))
+    click.echo(f"applied migrations {applied}" if applied else "database is up to date", err=True)
+
+
+@main.command()
+@data_dir_option
+@database_url_option
+def sweep(data_dir: Path | None, database_url: str | None) -> None:
+    """Run the sweeper once: persist due expiries and settle charges whose outcome was unknown."""
+    from cardkeep.bootstrap import build
+
+    container = build(_settings(data_dir=data_dir, database_url=database_url))
+    try:
+        report = container.services.sweeper.run_once()
+    finally:
+        container.close()
+    click.echo(
+        f"expired setup intents: {report.setup_intents}, payment intents: "
+        f"{report.payment_intents}, recovered charges: {report.recovered_charges}",
+        err=True,
+    )
+
+
+@main.group()
+def accounts() -> None:
+    """Manage accounts and their secret keys."""
+
+
+@accounts.command("create")
+@click.argument("name")
+@click.option(
+    "--mode", type=click.Choice(["sandbox", "prod"]), default="sandbox", show_default=True
+)
+@data_dir_option
+@database_url_option
+def accounts_create(name: str, mode: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Create an account; prints only its secret key on stdout (details on stderr)."""
+    from cardkeep.bootstrap import build
+    from cardkeep.bootstrap import migrate as apply
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    apply(settings)
+    container = build(settings)
+    try:
+        account, key = container.services.accounts.create(name, Mode(mode))
+    except DomainError as exc:
+        raise click.UsageError(exc.detail) from exc
+    finally:
+        container.close()
+    click.echo(f"created {account.mode.value} account {account.id} ({account.name})", err=True)
+    sys.stdout.write(key + "\n")
+
+
+@accounts.command("list")
+@data_dir_option
+@database_url_option
+def accounts_list(data_dir: Path | None, database_url: str | None) -> None:
+    """List accounts: id, mode, name."""
+    from cardkeep.bootstrap import build
+
+    container = build(_settings(data_dir=data_dir, database_url=database_url))
+    try:
+        for account in container.services.accounts.list():
+            click.echo(f"{account.id}\t{account.mode.value}\t{account.name}")
+    finally:
+        container.close()

@@ -1,0 +1,97 @@
+"""Settings: one frozen object built once from flags and ``CARDKEEP_*`` environment variables.
+
+Secrets (the vault key) are masked in ``repr``. Nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SCHEMES = ("VISA", "MASTERCARD", "MAESTRO", "DISCOVER", "DCI")
+ALL_SCHEMES = frozenset({*DEFAULT_SCHEMES, "AMEX"})
+
+
+class SettingsError(ValueError):
+    """A setting is missing or not valid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    pci_port: int = 8001
+    workers: int = 1
+    currencies: frozenset[str] = frozenset({"GBP", "EUR"})
+    card_schemes: tuple[str, ...] = DEFAULT_SCHEMES
+    vault_key: str | None = field(default=None, repr=False)
+    allow_prod_on_sandbox_acquirer: bool = False
+    sweep_interval: float = 5.0
+    recovery_after: float = 30.0
+    log_level: str = "info"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{k}={'***' if k == 'vault_key' and v else v!r}" for k, v in self.__dict__.items()
+        )
+        return f"Settings({shown})"
+
+    @property
+    def sqlite_path(self) -> Path:
+        url = self.database_url
+        if url is None:
+            return self.data_dir / "cardkeep.db"
+        if url.startswith("sqlite:///"):
+            return Path(url[len("sqlite:///") :])
+        if url.startswith(("postgres://", "postgresql://")):
+            raise SettingsError(
+                "PostgreSQL is not supported by this version of cardkeep yet; use a sqlite:/// URL"
+            )
+        raise SettingsError(f"unsupported database URL scheme in {url.split(':', 1)[0]!r}")
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip().upper() for part in value.split(",") if part.strip()]
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    s = Settings()
+    changes: dict[str, Any] = {}
+    if "CARDKEEP_DATA_DIR" in env:
+        changes["data_dir"] = Path(env["CARDKEEP_DATA_DIR"])
+    if "CARDKEEP_DATABASE_URL" in env:
+        changes["database_url"] = env["CARDKEEP_DATABASE_URL"]
+    if "CARDKEEP_CURRENCIES" in env:
+        currencies = _csv(env["CARDKEEP_CURRENCIES"])
+        if not currencies or any(len(c) != 3 or not c.isalpha() for c in currencies):
+            raise SettingsError("CARDKEEP_CURRENCIES must be ISO 4217 codes, e.g. GBP,EUR,USD")
+        changes["currencies"] = frozenset(currencies)
+    if "CARDKEEP_CARD_SCHEMES" in env:
+        schemes = _csv(env["CARDKEEP_CARD_SCHEMES"])
+        unknown = set(schemes) - ALL_SCHEMES
+        if not schemes or unknown:
+            raise SettingsError(f"CARDKEEP_CARD_SCHEMES: unknown schemes {sorted(unknown)}")
+        changes["card_schemes"] = tuple(schemes)
+    if env.get("CARDKEEP_VAULT_KEY"):
+        changes["vault_key"] = env["CARDKEEP_VAULT_KEY"]
+    if env.get("CARDKEEP_ALLOW_PROD_ON_SANDBOX_ACQUIRER", "").lower() in ("1", "true", "yes"):
+        changes["allow_prod_on_sandbox_acquirer"] = True
+    for key, name in (("sweep_interval", "SWEEP_INTERVAL"), ("recovery_after", "RECOVERY_AFTER")):
+        raw = env.get(f"CARDKEEP_{name}")
+        if raw is not None:
+            try:
+                changes[key] = float(raw)
+            except ValueError as exc:
+                raise SettingsError(f"CARDKEEP_{name} must be a number of seconds") from exc
+    if "CARDKEEP_LOG_LEVEL" in env:
+        changes["log_level"] = env["CARDKEEP_LOG_LEVEL"].lower()
+    return replace(s, **changes)

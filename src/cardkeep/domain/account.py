@@ -1,0 +1,25 @@
+"""An account: the owner of intents and keys, with a mode and (in sandbox) its own clock offset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class Mode(StrEnum):
+    SANDBOX = "sandbox"
+    PROD = "prod"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    name: str
+    mode: Mode
+    created_at: datetime
+    clock_offset_us: int = 0
+
+    def now(self, real_now: datetime) -> datetime:
+        """The account's clock: real time plus an offset that only ever moves forward."""
+        return real_now + timedelta(microseconds=self.clock_offset_us)

@@ -1,0 +1,76 @@
+"""Accounts and their secret keys: create, authenticate, and the sandbox clock.
+
+Keys are random, shown once, stored only as SHA-256 hashes and compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+
+from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.errors import NotFound, SandboxOnly, Unauthorized, ValidationFailed
+from cardkeep.domain.ids import Prefix
+from cardkeep.service.context import Context, secret_hash
+
+MAX_ADVANCE_SECONDS = 315_360_000
+KEY_PREFIXES = ("sk_sandbox_", "sk_prod_")
+
+
+class Accounts:
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def create(self, name: str, mode: Mode) -> tuple[Account, str]:
+        """A new account and its first secret key (the only time the key is visible)."""
+        name = name.strip()
+        if not 1 <= len(name) <= 100:
+            raise ValidationFailed.one("Name", "The account name must be 1 to 100 characters.")
+        now = self._ctx.clock.now()
+        account = Account(self._ctx.ids.new(Prefix.ACCOUNT), name, mode, now)
+        key = f"sk_{mode.value}_{self._ctx.ids.secret()}"
+        with self._ctx.storage.transaction(write=True) as uow:
+            uow.accounts.add(account)
+            uow.accounts.add_key(secret_hash(key), account.id, now)
+            uow.commit()
+        return account, key
+
+    def list(self) -> list[Account]:
+        with self._ctx.storage.transaction(write=False) as uow:
+            return uow.accounts.list()
+
+    def authenticate(self, key: str) -> Account:
+        if not key.startswith(KEY_PREFIXES):
+            raise Unauthorized("The secret key is missing or not valid.")
+        wanted = secret_hash(key)
+        with self._ctx.storage.transaction(write=False) as uow:
+            found = uow.accounts.by_key_hash(wanted)
+        # The lookup is by hash; the final comparison is constant-time all the same.
+        if found is None or not hmac.compare_digest(found[0], wanted):
+            raise Unauthorized("The secret key is missing or not valid.")
+        return found[1]
+
+    def clock(self, account: Account) -> tuple[datetime, int]:
+        self._sandbox_only(account)
+        return self._ctx.now(account), account.clock_offset_us // 1_000_000
+
+    def advance_clock(self, account: Account, seconds: int) -> tuple[datetime, int]:
+        self._sandbox_only(account)
+        if not 1 <= seconds <= MAX_ADVANCE_SECONDS:
+            raise ValidationFailed.one(
+                "Seconds", f"The field Seconds must be between 1 and {MAX_ADVANCE_SECONDS}."
+            )
+        with self._ctx.storage.transaction(write=True) as uow:
+            current = uow.accounts.get(account.id)
+            if current is None:
+                raise NotFound("The account does not exist.")
+            offset = current.clock_offset_us + seconds * 1_000_000
+            uow.accounts.set_clock_offset(account.id, offset)
+            uow.commit()
+        moved = Account(account.id, account.name, account.mode, account.created_at, offset)
+        return self._ctx.now(moved), offset // 1_000_000
+
+    @staticmethod
+    def _sandbox_only(account: Account) -> None:
+        if account.mode is not Mode.SANDBOX:
+            raise SandboxOnly("The sandbox endpoints are for sandbox keys only.")

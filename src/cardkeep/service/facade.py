@@ -1,0 +1,27 @@
+"""The use cases wired together: what the listeners and the CLI are given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cardkeep.service.accounts import Accounts
+from cardkeep.service.context import Context
+from cardkeep.service.payment_intents import PaymentIntents
+from cardkeep.service.setup_intents import SetupIntents
+from cardkeep.service.sweeper import Sweeper
+
+
+@dataclass(frozen=True)
+class Services:
+    ctx: Context
+    accounts: Accounts
+    setup_intents: SetupIntents
+    payment_intents: PaymentIntents
+    sweeper: Sweeper
+    card_schemes: tuple[str, ...]
+
+    @classmethod
+    def build(cls, ctx: Context, card_schemes: tuple[str, ...]) -> Services:
+        sis = SetupIntents(ctx)
+        pis = PaymentIntents(ctx, sis)
+        return cls(ctx, Accounts(ctx), sis, pis, Sweeper(ctx, sis, pis), card_schemes)

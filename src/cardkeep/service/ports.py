@@ -1,0 +1,153 @@
+"""The service layer's ports: what storage, the vault and the charger must provide.
+
+Storage adapters (SQLite, memory, later PostgreSQL) implement ``Storage``; the cardholder-data side
+implements ``Charger``. Nothing here knows SQL, HTTP or plaintext card numbers.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.card import Expiry
+from cardkeep.domain.events import DomainEvent
+from cardkeep.domain.money import Money
+from cardkeep.domain.payment_intent import PaymentIntent
+from cardkeep.domain.payment_intent import Status as PIStatus
+from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.domain.setup_intent import Status as SIStatus
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Real UTC time; accounts add their own offset."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SealedCard:
+    """A PAN as AES-256-GCM ciphertext with its key id; opaque outside the cardholder-data side."""
+
+    token: str
+    account_id: str
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+    created_at: datetime
+
+
+class AccountRepo(Protocol):
+    def add(self, account: Account) -> None: ...
+    def get(self, account_id: str) -> Account | None: ...
+    def list(self) -> list[Account]: ...
+    def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None: ...
+    def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
+        """The stored hash and its account, for an active (not revoked) key."""
+        ...
+
+    def set_clock_offset(self, account_id: str, offset_us: int) -> None: ...
+
+
+class SetupIntentRepo(Protocol):
+    def add(self, si: SetupIntent) -> None: ...
+    def get(self, account_id: str, si_id: str) -> SetupIntent | None: ...
+    def find(self, si_id: str) -> SetupIntent | None:
+        """By id alone: only for the client-session-secret endpoints, which check the secret."""
+        ...
+
+    def update(self, si: SetupIntent, *, expected: SIStatus) -> bool:
+        """Write ``si`` only if the stored status is still ``expected``; False if it moved."""
+        ...
+
+    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
+        """Ids of Created intents past expireAt and Authorized ones whose card has expired."""
+        ...
+
+
+class PaymentIntentRepo(Protocol):
+    def add(self, pi: PaymentIntent) -> None: ...
+    def get(self, account_id: str, pi_id: str) -> PaymentIntent | None: ...
+    def update(self, pi: PaymentIntent, *, expected: PIStatus) -> bool: ...
+    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
+        """Ids of Created payment intents past expireAt."""
+        ...
+
+    def charging(self, limit: int) -> list[PaymentIntent]:
+        """Payment intents claimed for a charge whose outcome is not settled yet."""
+        ...
+
+
+class VaultRecords(Protocol):
+    def put(self, card: SealedCard) -> None: ...
+    def get(self, token: str) -> SealedCard | None: ...
+    def delete(self, token: str) -> None: ...
+
+
+class Outbox(Protocol):
+    def record(self, event: DomainEvent) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    @property
+    def accounts(self) -> AccountRepo: ...
+    @property
+    def setup_intents(self) -> SetupIntentRepo: ...
+    @property
+    def payment_intents(self) -> PaymentIntentRepo: ...
+    @property
+    def vault_records(self) -> VaultRecords: ...
+    @property
+    def outbox(self) -> Outbox: ...
+
+    def commit(self) -> None: ...
+
+
+class Storage(Protocol):
+    def transaction(self, *, write: bool) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work. Write transactions take the write lock at their start (SQLite:
+        BEGIN IMMEDIATE). Leaving the block without ``commit()`` rolls back."""
+        ...
+
+    def ping(self) -> None:
+        """Raise if the database does not answer."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ChargeResult(StrEnum):
+    APPROVED = "approved"
+    DECLINED = "declined"
+    FAILED = "failed"  # the acquirer answered with an error; nothing was charged
+    CARD_EXPIRED = "card_expired"
+    UNKNOWN = "unknown"  # timeout, lost answer: the money may or may not have moved
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    mode: Mode
+    card: SealedCard
+    expiry: Expiry
+    amount: Money
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOutcome:
+    result: ChargeResult
+    message: str
+    auth_code: str | None = None
+
+
+class Charger(Protocol):
+    """Charges a sealed card (merchant-initiated). Implemented on the cardholder-data side."""
+
+    def charge(self, request: ChargeRequest) -> ChargeOutcome: ...
+
+    def status(self, request: ChargeRequest) -> ChargeOutcome:
+        """Ask the acquirer again about a charge made with the same idempotency key."""
+        ...

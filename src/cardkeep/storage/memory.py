@@ -1,0 +1,201 @@
+"""An in-memory ``Storage`` for unit tests: a fake with the real semantics, not a mock.
+
+Write transactions are serialised by one lock (like SQLite's BEGIN IMMEDIATE) and work on a copy
+of the tables that replaces the original only on commit, so a rolled-back change leaves nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cardkeep.domain.account import Account
+from cardkeep.domain.events import DomainEvent
+from cardkeep.domain.payment_intent import PaymentIntent
+from cardkeep.domain.payment_intent import Status as PIStatus
+from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.domain.setup_intent import Status as SIStatus
+from cardkeep.service.ports import SealedCard
+
+
+@dataclass
+class _Tables:
+    accounts: dict[str, Account] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # key hash -> account id
+    setup_intents: dict[str, SetupIntent] = field(default_factory=dict)
+    payment_intents: dict[str, PaymentIntent] = field(default_factory=dict)
+    vault: dict[str, SealedCard] = field(default_factory=dict)
+    outbox: list[DomainEvent] = field(default_factory=list)
+
+    def copy(self) -> _Tables:
+        return _Tables(
+            dict(self.accounts),
+            dict(self.keys),
+            dict(self.setup_intents),
+            dict(self.payment_intents),
+            dict(self.vault),
+            list(self.outbox),
+        )
+
+
+class MemoryStorage:
+    def __init__(self) -> None:
+        self.tables = _Tables()
+        self._write_lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[MemoryUnitOfWork]:
+        if not write:
+            yield MemoryUnitOfWork(self.tables.copy(), on_commit=None)
+            return
+        with self._write_lock:
+            uow = MemoryUnitOfWork(self.tables.copy(), on_commit=self._replace)
+            yield uow
+
+    def _replace(self, tables: _Tables) -> None:
+        self.tables = tables
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class MemoryUnitOfWork:
+    def __init__(self, tables: _Tables, on_commit: object) -> None:
+        self._t = tables
+        self._on_commit = on_commit
+        self.accounts = _Accounts(tables)
+        self.setup_intents = _SetupIntents(tables)
+        self.payment_intents = _PaymentIntents(tables)
+        self.vault_records = _Vault(tables)
+        self.outbox = _Outbox(tables)
+
+    def commit(self) -> None:
+        if callable(self._on_commit):
+            self._on_commit(self._t)
+
+
+class _Accounts:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def add(self, account: Account) -> None:
+        self._t.accounts[account.id] = account
+
+    def get(self, account_id: str) -> Account | None:
+        return self._t.accounts.get(account_id)
+
+    def list(self) -> list[Account]:
+        return sorted(self._t.accounts.values(), key=lambda a: a.created_at)
+
+    def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None:
+        self._t.keys[key_hash] = account_id
+
+    def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
+        account_id = self._t.keys.get(key_hash)
+        return (key_hash, self._t.accounts[account_id]) if account_id else None
+
+    def set_clock_offset(self, account_id: str, offset_us: int) -> None:
+        a = self._t.accounts[account_id]
+        if offset_us >= a.clock_offset_us:
+            self._t.accounts[account_id] = Account(a.id, a.name, a.mode, a.created_at, offset_us)
+
+
+class _SetupIntents:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def add(self, si: SetupIntent) -> None:
+        if si.id in self._t.setup_intents:
+            raise KeyError(si.id)
+        self._t.setup_intents[si.id] = si
+
+    def get(self, account_id: str, si_id: str) -> SetupIntent | None:
+        si = self._t.setup_intents.get(si_id)
+        return si if si is not None and si.account_id == account_id else None
+
+    def find(self, si_id: str) -> SetupIntent | None:
+        return self._t.setup_intents.get(si_id)
+
+    def update(self, si: SetupIntent, *, expected: SIStatus) -> bool:
+        current = self.get(si.account_id, si.id)
+        if current is None or current.status is not expected:
+            return False
+        self._t.setup_intents[si.id] = si
+        return True
+
+    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
+        out = [
+            si.id
+            for si in self._t.setup_intents.values()
+            if si.account_id == account_id
+            and (
+                (si.status is SIStatus.CREATED and si.expire_at <= now)
+                or (
+                    si.status is SIStatus.AUTHORIZED
+                    and si.card is not None
+                    and si.card.expiry.ends_at <= now
+                )
+            )
+        ]
+        return out[:limit]
+
+
+class _PaymentIntents:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def add(self, pi: PaymentIntent) -> None:
+        if pi.id in self._t.payment_intents:
+            raise KeyError(pi.id)
+        self._t.payment_intents[pi.id] = pi
+
+    def get(self, account_id: str, pi_id: str) -> PaymentIntent | None:
+        pi = self._t.payment_intents.get(pi_id)
+        return pi if pi is not None and pi.account_id == account_id else None
+
+    def update(self, pi: PaymentIntent, *, expected: PIStatus) -> bool:
+        current = self.get(pi.account_id, pi.id)
+        if current is None or current.status is not expected:
+            return False
+        self._t.payment_intents[pi.id] = pi
+        return True
+
+    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
+        out = [
+            pi.id
+            for pi in self._t.payment_intents.values()
+            if pi.account_id == account_id and pi.status is PIStatus.CREATED and pi.expire_at <= now
+        ]
+        return out[:limit]
+
+    def charging(self, limit: int) -> list[PaymentIntent]:
+        out = [p for p in self._t.payment_intents.values() if p.status is PIStatus.CHARGING]
+        return out[:limit]
+
+
+class _Vault:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def put(self, card: SealedCard) -> None:
+        self._t.vault[card.token] = card
+
+    def get(self, token: str) -> SealedCard | None:
+        return self._t.vault.get(token)
+
+    def delete(self, token: str) -> None:
+        self._t.vault.pop(token, None)
+
+
+class _Outbox:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def record(self, event: DomainEvent) -> None:
+        self._t.outbox.append(event)

@@ -1,0 +1,396 @@
+"""The SQLite adapter: WAL, synchronous=FULL, secure_delete=ON, every write txn BEGIN IMMEDIATE.
+
+State changes are conditional writes (``UPDATE … WHERE status = ? RETURNING``). Taking the write
+lock is retried a bounded number of times; after that the caller gets ``Unavailable`` (503 with
+Retry-After), never a bare error. Connections are pooled, one thread at a time each.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.errors import Unavailable
+from cardkeep.domain.events import DomainEvent
+from cardkeep.domain.payment_intent import PaymentIntent
+from cardkeep.domain.payment_intent import Status as PIStatus
+from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.domain.setup_intent import Status as SIStatus
+from cardkeep.domain.timefmt import iso
+from cardkeep.service.ports import SealedCard
+from cardkeep.storage import codec
+from cardkeep.storage.migrations import load as load_migrations
+
+BUSY_TIMEOUT_MS = 2000
+LOCK_ATTEMPTS = 4
+POOL_SIZE = 16
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA secure_delete = ON")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(path: Path) -> list[int]:
+    """Apply pending migrations; returns the versions applied now."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        applied = []
+        for mig in load_migrations("sqlite"):
+            if mig.version in done:
+                continue
+            for statement in _statements(mig.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (mig.version, mig.name, iso(datetime.now(UTC))),
+            )
+            applied.append(mig.version)
+        conn.execute("COMMIT")
+        return applied
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def pending_migrations(path: Path) -> list[int]:
+    conn = _connect(path)
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+        ).fetchone()
+        done = (
+            {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            if exists
+            else set()
+        )
+    finally:
+        conn.close()
+    return [m.version for m in load_migrations("sqlite") if m.version not in done]
+
+
+class SqliteStorage:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._closed = False
+        missing = pending_migrations(path)
+        if missing:
+            raise RuntimeError(
+                f"the database at {path} needs migrations {missing}: run `cardkeep migrate`"
+            )
+
+    def _acquire(self) -> sqlite3.Connection:
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            return _connect(self.path)
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        if self._closed or self._pool.qsize() >= POOL_SIZE:
+            conn.close()
+        else:
+            self._pool.put(conn)
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection, write: bool) -> None:
+        statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if attempt == LOCK_ATTEMPTS - 1:
+                    raise Unavailable("The database is busy; retry shortly.") from exc
+                time.sleep(0.01 * (attempt + 1))
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[SqliteUnitOfWork]:
+        conn = self._acquire()
+        try:
+            self._begin(conn, write)
+            uow = SqliteUnitOfWork(conn)
+            try:
+                yield uow
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise Unavailable("The database is busy; retry shortly.") from exc
+                raise
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        finally:
+            self._release(conn)
+
+    def ping(self) -> None:
+        conn = self._acquire()
+        try:
+            conn.execute("SELECT 1").fetchone()
+        finally:
+            self._release(conn)
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+class SqliteUnitOfWork:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.accounts = _Accounts(conn)
+        self.setup_intents = _SetupIntents(conn)
+        self.payment_intents = _PaymentIntents(conn)
+        self.vault_records = _VaultRecords(conn)
+        self.outbox = _Outbox(conn)
+
+    def commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+
+def _account(row: tuple[str, str, str, str, int]) -> Account:
+    return Account(row[0], row[1], Mode(row[2]), datetime.fromisoformat(row[3]), row[4])
+
+
+_ACCOUNT_COLS = "a.id, a.name, a.mode, a.created_at, a.clock_offset_us"
+
+
+class _Accounts:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def add(self, account: Account) -> None:
+        self._c.execute(
+            "INSERT INTO accounts (id, name, mode, created_at, clock_offset_us) VALUES (?,?,?,?,?)",
+            (
+                account.id,
+                account.name,
+                account.mode.value,
+                account.created_at.isoformat(),
+                account.clock_offset_us,
+            ),
+        )
+
+    def get(self, account_id: str) -> Account | None:
+        row = self._c.execute(
+            f"SELECT {_ACCOUNT_COLS} FROM accounts a WHERE a.id = ?",  # noqa: S608
+            (account_id,),
+        ).fetchone()
+        return _account(row) if row else None
+
+    def list(self) -> list[Account]:
+        rows = self._c.execute(
+            f"SELECT {_ACCOUNT_COLS} FROM accounts a ORDER BY a.created_at"  # noqa: S608
+        )
+        return [_account(row) for row in rows]
+
+    def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None:
+        self._c.execute(
+            "INSERT INTO api_keys (key_hash, account_id, created_at) VALUES (?,?,?)",
+            (key_hash, account_id, created_at.isoformat()),
+        )
+
+    def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
+        row = self._c.execute(
+            f"SELECT k.key_hash, {_ACCOUNT_COLS} FROM api_keys k "  # noqa: S608
+            "JOIN accounts a ON a.id = k.account_id "
+            "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+            (key_hash,),
+        ).fetchone()
+        return (row[0], _account(row[1:])) if row else None
+
+    def set_clock_offset(self, account_id: str, offset_us: int) -> None:
+        self._c.execute(
+            "UPDATE accounts SET clock_offset_us = ? WHERE id = ? AND clock_offset_us <= ?",
+            (offset_us, account_id, offset_us),
+        )
+
+
+class _SetupIntents:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    @staticmethod
+    def _card_ends(si: SetupIntent) -> int | None:
+        return codec.micros(si.card.expiry.ends_at) if si.card is not None else None
+
+    def add(self, si: SetupIntent) -> None:
+        self._c.execute(
+            "INSERT INTO setup_intents (id, account_id, status, expire_at_us, card_ends_at_us, doc)"
+            " VALUES (?,?,?,?,?,?)",
+            (
+                si.id,
+                si.account_id,
+                si.status.value,
+                codec.micros(si.expire_at),
+                self._card_ends(si),
+                codec.encode(si),
+            ),
+        )
+
+    def get(self, account_id: str, si_id: str) -> SetupIntent | None:
+        row = self._c.execute(
+            "SELECT doc FROM setup_intents WHERE id = ? AND account_id = ?", (si_id, account_id)
+        ).fetchone()
+        return codec.decode_si(row[0]) if row else None
+
+    def find(self, si_id: str) -> SetupIntent | None:
+        row = self._c.execute("SELECT doc FROM setup_intents WHERE id = ?", (si_id,)).fetchone()
+        return codec.decode_si(row[0]) if row else None
+
+    def update(self, si: SetupIntent, *, expected: SIStatus) -> bool:
+        row = self._c.execute(
+            "UPDATE setup_intents SET status = ?, card_ends_at_us = ?, doc = ? "
+            "WHERE id = ? AND account_id = ? AND status = ? RETURNING id",
+            (
+                si.status.value,
+                self._card_ends(si),
+                codec.encode(si),
+                si.id,
+                si.account_id,
+                expected.value,
+            ),
+        ).fetchone()
+        return row is not None
+
+    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
+        t = codec.micros(now)
+        rows = self._c.execute(
+            "SELECT id FROM setup_intents WHERE account_id = ? AND ("
+            " (status = 'Created' AND expire_at_us <= ?) OR"
+            " (status = 'Authorized' AND card_ends_at_us <= ?)) LIMIT ?",
+            (account_id, t, t, limit),
+        )
+        return [row[0] for row in rows]
+
+
+class _PaymentIntents:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def add(self, pi: PaymentIntent) -> None:
+        self._c.execute(
+            "INSERT INTO payment_intents (id, account_id, status, setup_intent_id, expire_at_us,"
+            " doc) VALUES (?,?,?,?,?,?)",
+            (
+                pi.id,
+                pi.account_id,
+                pi.status.value,
+                pi.setup_intent_id,
+                codec.micros(pi.expire_at),
+                codec.encode(pi),
+            ),
+        )
+
+    def get(self, account_id: str, pi_id: str) -> PaymentIntent | None:
+        row = self._c.execute(
+            "SELECT doc FROM payment_intents WHERE id = ? AND account_id = ?", (pi_id, account_id)
+        ).fetchone()
+        return codec.decode_pi(row[0]) if row else None
+
+    def update(self, pi: PaymentIntent, *, expected: PIStatus) -> bool:
+        row = self._c.execute(
+            "UPDATE payment_intents SET status = ?, doc = ? "
+            "WHERE id = ? AND account_id = ? AND status = ? RETURNING id",
+            (pi.status.value, codec.encode(pi), pi.id, pi.account_id, expected.value),
+        ).fetchone()
+        return row is not None
+
+    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
+        rows = self._c.execute(
+            "SELECT id FROM payment_intents WHERE account_id = ? AND status = 'Created'"
+            " AND expire_at_us <= ? LIMIT ?",
+            (account_id, codec.micros(now), limit),
+        )
+        return [row[0] for row in rows]
+
+    def charging(self, limit: int) -> list[PaymentIntent]:
+        rows = self._c.execute(
+            "SELECT doc FROM payment_intents WHERE status = 'Charging' LIMIT ?", (limit,)
+        )
+        return [codec.decode_pi(row[0]) for row in rows]
+
+
+class _VaultRecords:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def put(self, card: SealedCard) -> None:
+        self._c.execute(
+            "INSERT INTO vault_cards (token, account_id, key_id, nonce, ciphertext, created_at)"
+            " VALUES (?,?,?,?,?,?)",
+            (
+                card.token,
+                card.account_id,
+                card.key_id,
+                card.nonce,
+                card.ciphertext,
+                card.created_at.isoformat(),
+            ),
+        )
+
+    def get(self, token: str) -> SealedCard | None:
+        row = self._c.execute(
+            "SELECT token, account_id, key_id, nonce, ciphertext, created_at FROM vault_cards"
+            " WHERE token = ?",
+            (token,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SealedCard(row[0], row[1], row[2], row[3], row[4], datetime.fromisoformat(row[5]))
+
+    def delete(self, token: str) -> None:
+        self._c.execute("DELETE FROM vault_cards WHERE token = ?", (token,))
+
+
+class _Outbox:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def record(self, event: DomainEvent) -> None:
+        self._c.execute(
+            "INSERT INTO outbox (id, account_id, event, created_at, payload) VALUES (?,?,?,?,?)",
+            (
+                event.id,
+                event.account_id,
+                event.event,
+                iso(event.created_at),
+                codec.event_payload(event),
+            ),
+        )

@@ -1,0 +1,186 @@
+"""A real cardkeep process for end-to-end tests: both listeners over HTTP on 127.0.0.1, a SQLite
+file on disk, the server's log captured to a file that tests can scan."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cardkeep.bootstrap import build
+from cardkeep.config import Settings
+from cardkeep.domain.account import Mode
+
+VERSION = "2025-09-10"
+APPROVED_CARD = "5200000000001005"
+DECLINED_CARD = "4000000000000002"
+TEST_PANS = (
+    "5200000000001005",
+    "5200000000000056",
+    "5200000000001096",
+    "4456530000001013",
+    "4000000000000002",
+    "4000000000009995",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    api_url: str
+    pci_url: str
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "cardkeep.db"
+
+    def create_account(self, name: str = "merchant", mode: str = "sandbox") -> str:
+        """A new account's secret key (through the service, on the server's own database)."""
+        container = build(Settings(data_dir=self.data_dir))
+        try:
+            _, key = container.services.accounts.create(name, Mode(mode))
+        finally:
+            container.close()
+        return key
+
+    def log_text(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")
+
+
+@contextmanager
+def run_server(
+    data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    api_port, pci_port = free_port(), free_port()
+    log_path = data_dir / "server.log"
+    full_env = {
+        **os.environ,
+        "CARDKEEP_SWEEP_INTERVAL": "0.2",
+        "CARDKEEP_RECOVERY_AFTER": "0.5",
+        **(env or {}),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "cardkeep",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--api-port",
+        str(api_port),
+        "--pci-port",
+        str(pci_port),
+        "--workers",
+        str(workers),
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    server = Server(
+        data_dir, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{pci_port}", log_path, proc
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"cardkeep exited early:\n{server.log_text()}")
+            try:
+                if all(
+                    httpx.get(f"{u}/health", timeout=1).status_code == 200
+                    for u in (server.api_url, server.pci_url)
+                ):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cardkeep did not start:\n{server.log_text()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+SI_FIELDS: dict[str, Any] = {
+    "reference": "Table 4",
+    "merchantInitiatedTransactionType": "NoShow",
+    "terms": "In case of no-show, the customer authorizes us to charge the table booking fee.",
+    "intendedAmount": {"value": 1000, "currencyCode": "GBP"},
+}
+
+
+def card(number: str = APPROVED_CARD, expiry: str = "12/39", cv2: str = "020") -> dict[str, str]:
+    return {"cardNumber": number, "cardName": "Test Cardholder", "expiryDate": expiry, "cv2": cv2}
+
+
+class Merchant:
+    """One account's view of both listeners, with the requests the flow needs."""
+
+    def __init__(self, server: Server, key: str) -> None:
+        self.server = server
+        self.key = key
+        headers = {"Authorization": f"Basic {key}", "version": VERSION}
+        self.api = httpx.Client(base_url=server.api_url, headers=headers, timeout=30)
+        self.pci = httpx.Client(base_url=server.pci_url, headers=headers, timeout=30)
+
+    def close(self) -> None:
+        self.api.close()
+        self.pci.close()
+
+    def pci_create(
+        self, card_details: dict[str, str] | None = None, **fields: Any
+    ) -> httpx.Response:
+        body = {**SI_FIELDS, **fields, "cardDetails": card_details or card()}
+        return self.pci.post("/setup-intents", json=body)
+
+    def authorized_si(self, **fields: Any) -> dict[str, Any]:
+        r = self.pci_create(**fields)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "Authorized"
+        return r.json()  # type: ignore[no-any-return]
+
+    def create_si(self, **fields: Any) -> httpx.Response:
+        return self.api.post("/setup-intents", json={**SI_FIELDS, **fields})
+
+    def get_si(self, si_id: str) -> httpx.Response:
+        return self.api.get(f"/setup-intents/{si_id}")
+
+    def create_pi(
+        self, si_id: str | None, value: int = 1000, currency: str = "GBP", **fields: Any
+    ) -> httpx.Response:
+        body: dict[str, Any] = {
+            "amount": {"value": value, "currencyCode": currency},
+            "reference": "No-show fee",
+            **fields,
+        }
+        if si_id is not None:
+            body["setupIntentId"] = si_id
+        return self.api.post("/payment-intents", json=body)
+
+    def charge(self, pi_id: str) -> httpx.Response:
+        return self.api.post(f"/payment-intents/{pi_id}/charge")
+
+    def advance(self, seconds: int) -> httpx.Response:
+        return self.api.post("/sandbox/clock/advance", json={"seconds": seconds})

@@ -1,0 +1,94 @@
+"""Card value objects: Luhn, schemes, masking, expiry, and refusal to be serialised."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cardkeep.domain.card import CardNumber, Cvv, Expiry, Scheme, luhn_ok
+
+
+def with_check_digit(body: str) -> str:
+    for d in "0123456789":
+        if luhn_ok(body + d):
+            return body + d
+    raise AssertionError
+
+
+@given(st.text("0123456789", min_size=11, max_size=18))
+def test_exactly_one_check_digit_makes_a_number_luhn_valid(body: str) -> None:
+    valid = [d for d in "0123456789" if luhn_ok(body + d)]
+    assert len(valid) == 1
+
+
+@given(st.text("0123456789", min_size=11, max_size=14))
+def test_masked_form_never_shows_more_than_six_and_four(body: str) -> None:
+    pan = with_check_digit("4" + body)
+    try:
+        card = CardNumber(pan)
+    except ValueError:
+        return
+    assert card.masked[:6] == pan[:6]
+    assert card.masked[-4:] == pan[-4:]
+    assert set(card.masked[6:-4]) <= {"*"}
+    assert pan not in repr(card)
+    assert pan not in str(card)
+    assert pan not in f"{card}"
+
+
+@pytest.mark.parametrize(
+    ("pan", "scheme"),
+    [
+        ("5200000000001005", Scheme.MASTERCARD),
+        ("4456530000001013", Scheme.VISA),
+        ("378282246310005", Scheme.AMEX),
+        ("6011111111111117", Scheme.DISCOVER),
+        ("36227206271667", Scheme.DCI),
+        ("6759649826438453", Scheme.MAESTRO),
+    ],
+)
+def test_schemes_are_detected(pan: str, scheme: Scheme) -> None:
+    assert CardNumber(pan).scheme is scheme
+
+
+@pytest.mark.parametrize("bad", ["5200000000001006", "12345", "4111x11111111111", "9" * 20])
+def test_invalid_numbers_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError) as info:
+        CardNumber(bad)
+    assert bad not in str(info.value)
+
+
+def test_spaces_and_dashes_are_removed() -> None:
+    assert CardNumber("5200 0000-0000 1005").digits == "5200000000001005"
+
+
+def test_card_data_cannot_be_pickled() -> None:
+    with pytest.raises(TypeError):
+        pickle.dumps(CardNumber("5200000000001005"))
+    with pytest.raises(TypeError):
+        pickle.dumps(Cvv("123", Scheme.VISA))
+    assert "123" not in repr(Cvv("123", Scheme.VISA))
+
+
+@pytest.mark.parametrize(
+    ("text", "month", "year"), [("12/29", 12, 2029), ("01 / 30", 1, 2030), ("07/2031", 7, 2031)]
+)
+def test_expiry_formats(text: str, month: int, year: int) -> None:
+    assert Expiry.parse(text) == Expiry(month, year)
+
+
+@pytest.mark.parametrize("text", ["13/29", "00/29", "1229", "12-29", "ab/cd"])
+def test_bad_expiry(text: str) -> None:
+    with pytest.raises(ValueError):
+        Expiry.parse(text)
+
+
+def test_card_is_good_through_the_last_instant_of_its_month() -> None:
+    exp = Expiry(2, 2028)
+    assert not exp.is_expired(datetime(2028, 2, 29, 23, 59, 59, 999999, tzinfo=UTC))
+    assert exp.is_expired(datetime(2028, 3, 1, tzinfo=UTC))
+    assert Expiry(12, 2028).ends_at == datetime(2029, 1, 1, tzinfo=UTC)
