@@ -37,9 +37,9 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA secure_delete = ON")
@@ -101,8 +101,16 @@ def pending_migrations(path: Path) -> list[int]:
 
 
 class SqliteStorage:
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        lock_attempts: int = LOCK_ATTEMPTS,
+    ) -> None:
         self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._lock_attempts = lock_attempts
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._closed = False
         missing = pending_migrations(path)
@@ -115,7 +123,7 @@ class SqliteStorage:
         try:
             return self._pool.get_nowait()
         except queue.Empty:
-            return _connect(self.path)
+            return _connect(self.path, self._busy_timeout_ms)
 
     def _release(self, conn: sqlite3.Connection) -> None:
         if self._closed or self._pool.qsize() >= POOL_SIZE:
@@ -123,17 +131,16 @@ class SqliteStorage:
         else:
             self._pool.put(conn)
 
-    @staticmethod
-    def _begin(conn: sqlite3.Connection, write: bool) -> None:
+    def _begin(self, conn: sqlite3.Connection, write: bool) -> None:
         statement = "BEGIN IMMEDIATE" if write else "BEGIN"
-        for attempt in range(LOCK_ATTEMPTS):
+        for attempt in range(self._lock_attempts):
             try:
                 conn.execute(statement)
                 return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
-                if attempt == LOCK_ATTEMPTS - 1:
+                if attempt == self._lock_attempts - 1:
                     raise Unavailable("The database is busy; retry shortly.") from exc
                 time.sleep(0.01 * (attempt + 1))
 

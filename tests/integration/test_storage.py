@@ -1,0 +1,220 @@
+"""Storage adapters against their contract: SQLite on a real file, and the in-memory fake held to
+the same semantics (conditional writes, rollback, outbox with the change)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.card import CardOnFile, Expiry, Scheme
+from cardkeep.domain.errors import Unavailable
+from cardkeep.domain.events import setup_intent_event
+from cardkeep.domain.money import Money
+from cardkeep.domain.payment_intent import PaymentIntent
+from cardkeep.domain.payment_intent import Status as PI
+from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.domain.setup_intent import Status as SI
+from cardkeep.service.ports import SealedCard, Storage
+from cardkeep.storage import sqlite
+from cardkeep.storage.memory import MemoryStorage
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+ACCOUNT = Account("acc_1", "one", Mode.SANDBOX, T0)
+
+
+def si(id_: str = "si_sandbox_1", status: SI = SI.CREATED, **kw: object) -> SetupIntent:
+    return SetupIntent(
+        id=id_,
+        account_id=ACCOUNT.id,
+        status=status,
+        created_at=T0,
+        updated_at=T0,
+        expire_at=T0 + timedelta(days=30),
+        reference="r",
+        terms="t",
+        mit_type="NoShow",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "sqlite":
+        path = tmp_path / "db.sqlite"
+        sqlite.migrate(path)
+        store: Storage = sqlite.SqliteStorage(path)
+    else:
+        store = MemoryStorage()
+    with store.transaction(write=True) as uow:
+        uow.accounts.add(ACCOUNT)
+        uow.commit()
+    yield store
+    store.close()
+
+
+def test_round_trip_keeps_every_field(storage: Storage) -> None:
+    card = CardOnFile(
+        "520000******1005", "1005", Scheme.MASTERCARD, "Credit", Expiry(12, 2029), "A B", "vt_1"
+    )
+    original = si(
+        intended_amount=Money(1000, "GBP"),
+        extras={"metadata": {"a": "1"}},
+        card=card,
+        description="d",
+    )
+    with storage.transaction(write=True) as uow:
+        uow.setup_intents.add(original)
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        assert uow.setup_intents.get(ACCOUNT.id, original.id) == original
+        assert uow.setup_intents.get("acc_other", original.id) is None
+        assert uow.setup_intents.find(original.id) == original
+
+
+def test_conditional_update_only_from_the_expected_status(storage: Storage) -> None:
+    with storage.transaction(write=True) as uow:
+        uow.setup_intents.add(si())
+        uow.commit()
+    with storage.transaction(write=True) as uow:
+        assert uow.setup_intents.update(si(status=SI.CANCELED), expected=SI.CREATED)
+        uow.commit()
+    with storage.transaction(write=True) as uow:
+        assert not uow.setup_intents.update(si(status=SI.EXPIRED), expected=SI.CREATED)
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        got = uow.setup_intents.get(ACCOUNT.id, "si_sandbox_1")
+        assert got is not None
+        assert got.status is SI.CANCELED
+
+
+def test_rolled_back_change_leaves_no_row_and_no_event(storage: Storage) -> None:
+    created = si()
+    with pytest.raises(RuntimeError), storage.transaction(write=True) as uow:
+        uow.setup_intents.add(created)
+        uow.outbox.record(setup_intent_event("evt_1", created, created=True))
+        raise RuntimeError("crash before commit")
+    with storage.transaction(write=False) as uow:
+        assert uow.setup_intents.get(ACCOUNT.id, created.id) is None
+    assert _outbox_count(storage) == 0
+    with storage.transaction(write=True) as uow:
+        uow.setup_intents.add(created)
+        uow.outbox.record(setup_intent_event("evt_2", created, created=True))
+        uow.commit()
+    assert _outbox_count(storage) == 1
+
+
+def _outbox_count(storage: Storage) -> int:
+    if isinstance(storage, MemoryStorage):
+        return len(storage.tables.outbox)
+    assert isinstance(storage, sqlite.SqliteStorage)
+    with sqlite3.connect(storage.path) as conn:
+        return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def test_due_and_charging_queries(storage: Storage) -> None:
+    card = CardOnFile(
+        "520000******1005", "1005", Scheme.MASTERCARD, None, Expiry(1, 2027), None, "vt"
+    )
+    pi = PaymentIntent(
+        id="pi_1",
+        account_id=ACCOUNT.id,
+        status=PI.CHARGING,
+        created_at=T0,
+        updated_at=T0,
+        expire_at=T0 + timedelta(days=30),
+        amount=Money(5, "GBP"),
+        reference="r",
+    )
+    with storage.transaction(write=True) as uow:
+        uow.setup_intents.add(si("si_a"))
+        uow.setup_intents.add(si("si_b", SI.AUTHORIZED, card=card))
+        uow.payment_intents.add(pi)
+        uow.payment_intents.add(replace(pi, id="pi_2", status=PI.CREATED))
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        assert uow.setup_intents.due(ACCOUNT.id, T0, 10) == []
+        later = datetime(2027, 2, 1, tzinfo=UTC)
+        assert sorted(uow.setup_intents.due(ACCOUNT.id, later, 10)) == ["si_a", "si_b"]
+        assert uow.payment_intents.due(ACCOUNT.id, T0 + timedelta(days=30), 10) == ["pi_2"]
+        assert [p.id for p in uow.payment_intents.charging(10)] == ["pi_1"]
+
+
+def test_sealed_cards_put_get_delete(storage: Storage) -> None:
+    sealed = SealedCard("vt_1", ACCOUNT.id, "k1", b"n" * 12, b"\x00\x01ciphertext", T0)
+    with storage.transaction(write=True) as uow:
+        uow.vault_records.put(sealed)
+        uow.commit()
+    with storage.transaction(write=True) as uow:
+        assert uow.vault_records.get("vt_1") == sealed
+        uow.vault_records.delete("vt_1")
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        assert uow.vault_records.get("vt_1") is None
+
+
+# -- SQLite only ---------------------------------------------------------------------------------
+
+
+def test_sqlite_pragmas_and_migrations_are_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    assert sqlite.migrate(path) == [1]
+    assert sqlite.migrate(path) == []
+    store = sqlite.SqliteStorage(path)
+    conn = store._acquire()
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    finally:
+        store._release(conn)
+        store.close()
+
+
+def test_sqlite_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="cardkeep migrate"):
+        sqlite.SqliteStorage(tmp_path / "fresh.sqlite")
+
+
+def test_sqlite_write_lock_busy_gives_unavailable_after_bounded_retries(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    sqlite.migrate(path)
+    store = sqlite.SqliteStorage(path, busy_timeout_ms=50, lock_attempts=3)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Unavailable), store.transaction(write=True):
+            pass
+        with store.transaction(write=False) as uow:  # readers are not blocked (WAL)
+            assert uow.accounts.list() == []
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    with store.transaction(write=True) as uow:
+        uow.accounts.add(ACCOUNT)
+        uow.commit()
+    store.close()
+
+
+def test_sqlite_secure_delete_leaves_no_ciphertext_behind(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    sqlite.migrate(path)
+    store = sqlite.SqliteStorage(path)
+    marker = b"CIPHERTEXT-MARKER-" * 8
+    with store.transaction(write=True) as uow:
+        uow.accounts.add(ACCOUNT)
+        uow.vault_records.put(SealedCard("vt_1", ACCOUNT.id, "k1", b"n" * 12, marker, T0))
+        uow.commit()
+    with store.transaction(write=True) as uow:
+        uow.vault_records.delete("vt_1")
+        uow.commit()
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("db.sqlite")]
+    assert all(marker not in p.read_bytes() for p in files)

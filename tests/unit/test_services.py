@@ -1,0 +1,262 @@
+"""Use cases on the in-memory storage fake and the sandbox acquirer: no sockets, no files."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
+from cardkeep.cde.charger import VaultCharger
+from cardkeep.cde.keys import VaultKey
+from cardkeep.cde.tokenize import CardInput, CardIntake
+from cardkeep.cde.vault import Vault
+from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.card import CardNumber, Cvv, Expiry
+from cardkeep.domain.errors import (
+    ChargeInProgress,
+    InvalidState,
+    NotFound,
+    SetupIntentNotUsable,
+    Unauthorized,
+    Unavailable,
+)
+from cardkeep.domain.ids import IdFactory, Prefix
+from cardkeep.domain.money import Money
+from cardkeep.domain.payment_intent import Status as PI
+from cardkeep.domain.setup_intent import Status as SI
+from cardkeep.service.context import Context, Policy
+from cardkeep.service.facade import Services
+from cardkeep.service.payment_intents import NewPaymentIntent
+from cardkeep.service.ports import ChargeOutcome, ChargeRequest, ChargeResult
+from cardkeep.service.setup_intents import NewSetupIntent
+from cardkeep.storage.memory import MemoryStorage
+
+
+class FixedClock:
+    def __init__(self) -> None:
+        self.now_value = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.now_value
+
+
+class World:
+    def __init__(self) -> None:
+        self.storage = MemoryStorage()
+        self.clock = FixedClock()
+        self.ids = IdFactory(os.urandom)
+        self.acquirer = SandboxAcquirer()
+        self.vault = Vault(VaultKey("k1", os.urandom(32)), lambda: self.ids.new(Prefix.VAULT_TOKEN))
+        self.charger = VaultCharger(self.vault, self.acquirer)
+        ctx = Context(
+            self.storage, self.clock, self.ids, self.charger, Policy(recovery_after=timedelta(0))
+        )
+        self.services = Services.build(ctx, ("VISA", "MASTERCARD"))
+        self.intake = CardIntake(
+            self.services.setup_intents, self.vault, self.acquirer, self.clock, self.ids
+        )
+        self.account, self.key = self.services.accounts.create("m", Mode.SANDBOX)
+
+    def authorized(self, pan: str = "5200000000001005") -> str:
+        cmd = NewSetupIntent("ref", "terms", "NoShow", intended_amount=Money(1000, "GBP"))
+        card = CardInput(CardNumber(pan), Expiry(12, 2030), Cvv("123", None), "A")
+        return self.intake.create(self.account, cmd, card).id
+
+    def pi(self, si_id: str | None, value: int = 1000) -> str:
+        cmd = NewPaymentIntent(Money(value, "GBP"), "fee", setup_intent_id=si_id)
+        return self.services.payment_intents.create(self.account, cmd).id
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def events(world: World) -> list[tuple[str, str]]:
+    return [
+        (e.event, next(iter(v for k, v in e.data.items() if k.endswith("Status"))))
+        for e in world.storage.tables.outbox
+    ]
+
+
+def test_authenticate_by_key_and_refuse_others(world: World) -> None:
+    assert world.services.accounts.authenticate(world.key).id == world.account.id
+    for bad in ("", "sk_sandbox_nope", world.key + "x", "pk_" + world.key):
+        with pytest.raises(Unauthorized):
+            world.services.accounts.authenticate(bad)
+
+
+def test_charge_moves_both_and_records_events(world: World) -> None:
+    si_id = world.authorized()
+    pi_id = world.pi(si_id)
+    answer = world.services.payment_intents.charge(world.account, pi_id)
+    assert (answer.status, answer.message) == ("Successful", "DEPOSITED")
+    assert world.services.payment_intents.get(world.account, pi_id).status is PI.CAPTURED
+    assert world.services.setup_intents.get(world.account, si_id).status is SI.COMPLETED
+    assert events(world)[-2:] == [
+        ("payment_intent.status_updated", "Captured"),
+        ("setup_intent.status_updated", "Completed"),
+    ]
+    assert world.acquirer.times_sent(f"charge:{pi_id}") == 1
+    with pytest.raises(InvalidState):
+        world.services.payment_intents.charge(world.account, pi_id)
+    assert world.acquirer.times_sent(f"charge:{pi_id}") == 1
+
+
+def test_declined_charge_keeps_both_usable_and_emits_no_status_event(world: World) -> None:
+    si_id = world.authorized()
+    pi_id = world.pi(si_id, 1051)
+    before = len(world.storage.tables.outbox)
+    answer = world.services.payment_intents.charge(world.account, pi_id)
+    assert (answer.status, answer.message) == ("Declined", "Insufficient funds")
+    assert world.services.payment_intents.get(world.account, pi_id).status is PI.CREATED
+    assert world.services.setup_intents.get(world.account, si_id).status is SI.AUTHORIZED
+    assert len(world.storage.tables.outbox) == before
+
+
+class ExplodingCharger:
+    def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        raise TimeoutError("acquirer timed out")
+
+    def status(self, request: ChargeRequest) -> ChargeOutcome:
+        return ChargeOutcome(ChargeResult.APPROVED, "DEPOSITED", "123456")
+
+
+def test_unknown_outcome_holds_the_claim_and_recovery_settles_it(world: World) -> None:
+    si_id = world.authorized()
+    pi_id = world.pi(si_id)
+    object.__setattr__(world.services.ctx, "charger", ExplodingCharger())
+    with pytest.raises(Unavailable):
+        world.services.payment_intents.charge(world.account, pi_id)
+    assert world.storage.tables.payment_intents[pi_id].status is PI.CHARGING
+    assert world.services.payment_intents.get(world.account, pi_id).public_status is PI.CREATED
+    with pytest.raises(ChargeInProgress):
+        world.services.payment_intents.charge(world.account, pi_id)
+    with pytest.raises(ChargeInProgress):
+        world.services.setup_intents.delete(world.account, si_id, include_authorized=True)
+    assert world.services.sweeper.run_once().recovered_charges == 1
+    assert world.services.payment_intents.get(world.account, pi_id).status is PI.CAPTURED
+    assert world.services.setup_intents.get(world.account, si_id).status is SI.COMPLETED
+
+
+def test_lost_answer_in_the_sandbox_is_charged_once(world: World) -> None:
+    si_id = world.authorized()
+    pi_id = world.pi(si_id, 1099)
+    with pytest.raises(Unavailable):
+        world.services.payment_intents.charge(world.account, pi_id)
+    world.services.sweeper.run_once()
+    assert world.services.payment_intents.get(world.account, pi_id).status is PI.CAPTURED
+    assert world.acquirer.times_sent(f"charge:{pi_id}") == 1
+
+
+def test_concurrent_charges_on_memory_storage_succeed_once(world: World) -> None:
+    si_id = world.authorized()
+    pis = [world.pi(si_id, 1000 + i) for i in range(5)]
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def go(pi_id: str) -> None:
+        try:
+            status = world.services.payment_intents.charge(world.account, pi_id).status
+        except (InvalidState, ChargeInProgress, SetupIntentNotUsable) as exc:
+            status = exc.code
+        with lock:
+            results.append(status)
+
+    threads = [threading.Thread(target=go, args=(p,)) for p in pis * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("Successful") == 1
+    assert sum(world.acquirer.times_sent(f"charge:{p}") for p in pis) == 1
+
+
+def test_close_removes_the_card_from_the_vault_in_the_same_transaction(world: World) -> None:
+    si_id = world.authorized()
+    assert len(world.storage.tables.vault) == 1
+    with pytest.raises(InvalidState):
+        world.services.setup_intents.delete(world.account, si_id, include_authorized=False)
+    assert len(world.storage.tables.vault) == 1
+    closed = world.services.setup_intents.delete(world.account, si_id, include_authorized=True)
+    assert closed.status is SI.CLOSED
+    assert world.storage.tables.vault == {}
+
+
+def test_a_failed_unit_of_work_leaves_no_change_and_no_event(world: World) -> None:
+    si_id = world.authorized()
+    before_events = list(world.storage.tables.outbox)
+    before_sis = dict(world.storage.tables.setup_intents)
+    sis = world.services.setup_intents
+    with pytest.raises(RuntimeError), world.storage.transaction(write=True) as uow:
+        si = uow.setup_intents.get(world.account.id, si_id)
+        assert si is not None
+        sis.save(uow, si, replace(si, status=SI.CLOSED))
+        assert len(uow.outbox._t.outbox) == len(before_events) + 1  # recorded inside…
+        raise RuntimeError("boom")  # …and rolled back
+    assert world.storage.tables.outbox == before_events
+    assert world.storage.tables.setup_intents == before_sis
+
+
+def test_expiry_is_applied_on_read_and_by_the_sweeper(world: World) -> None:
+    sis = world.services.setup_intents
+    read_one, _ = sis.create(world.account, NewSetupIntent("a", "t", "NoShow"))
+    swept_one, _ = sis.create(world.account, NewSetupIntent("b", "t", "NoShow"))
+    world.clock.now_value += timedelta(days=31)
+    assert sis.get(world.account, read_one.id).status is SI.EXPIRED
+    assert world.storage.tables.setup_intents[swept_one.id].status is SI.CREATED
+    report = world.services.sweeper.run_once()
+    assert report.setup_intents == 1
+    assert world.storage.tables.setup_intents[swept_one.id].status is SI.EXPIRED
+    assert events(world).count(("setup_intent.status_updated", "Expired")) == 2
+
+
+def test_client_session_secret_rules(world: World) -> None:
+    sis = world.services.setup_intents
+    si, secret = sis.create(world.account, NewSetupIntent("a", "t", "NoShow"))
+    assert sis.authenticate_public(si.id, secret, None).id == si.id
+    with pytest.raises(Unauthorized) as wrong:
+        sis.authenticate_public(si.id, secret + "x", None)
+    assert wrong.value.code == "client_session_secret_invalid"
+    world.clock.now_value += timedelta(minutes=31)
+    with pytest.raises(Unauthorized) as expired:
+        sis.authenticate_public(si.id, secret, None)
+    assert expired.value.code == "client_session_secret_expired"
+    _si2, fresh = sis.refresh_public_secret(si.id, secret)
+    assert fresh != secret
+    assert sis.authenticate_public(si.id, fresh, None).id == si.id
+    with pytest.raises(Unauthorized):
+        sis.authenticate_public(si.id, secret, None)
+    other, _ = world.services.accounts.create("other", Mode.SANDBOX)
+    with pytest.raises(NotFound):
+        sis.authenticate_public(si.id, "", other)
+
+
+def test_another_accounts_objects_are_not_found(world: World) -> None:
+    si_id = world.authorized()
+    pi_id = world.pi(si_id)
+    other, _ = world.services.accounts.create("other", Mode.SANDBOX)
+    with pytest.raises(NotFound):
+        world.services.setup_intents.get(other, si_id)
+    with pytest.raises(NotFound):
+        world.services.payment_intents.charge(other, pi_id)
+    with pytest.raises(SetupIntentNotUsable):
+        world.services.payment_intents.create(
+            other, NewPaymentIntent(Money(5, "GBP"), "x", setup_intent_id=si_id)
+        )
+
+
+def test_prod_accounts_are_refused_by_the_sandbox_acquirer(world: World) -> None:
+    prod = Account("acc_p", "p", Mode.PROD, world.clock.now())
+    with world.storage.transaction(write=True) as uow:
+        uow.accounts.add(prod)
+        uow.commit()
+    cmd = NewSetupIntent("ref", "terms", "NoShow")
+    card = CardInput(CardNumber("5200000000001005"), Expiry(12, 2030), Cvv("123", None), None)
+    with pytest.raises(Unavailable):
+        world.intake.create(prod, cmd, card)
+    assert world.storage.tables.vault == {}
