@@ -21,6 +21,7 @@ from cardkeep.cde.tokenize import CardIntake
 from cardkeep.cde.vault import Vault
 from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
+from cardkeep.domain.errors import Unauthorized
 from cardkeep.domain.ids import IdFactory, Prefix
 from cardkeep.service.context import Context, Policy
 from cardkeep.service.facade import Services
@@ -68,7 +69,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
     )
     ctx = Context(storage, clock, ids, VaultCharger(vault, acquirer), policy)
     services = Services.build(ctx, settings.card_schemes)
-    intake = CardIntake(services.setup_intents, vault, acquirer, clock, ids)
+    intake = CardIntake(services.setup_intents, vault, acquirer, ids)
     return Container(
         settings,
         services,
@@ -85,7 +86,12 @@ def ensure_sandbox_account(settings: Settings, services: Services) -> str:
     """
     path: Path = settings.data_dir / SANDBOX_KEY_FILE
     if path.exists():
-        return path.read_text("ascii").strip()
+        kept = path.read_text("ascii").strip()
+        try:
+            services.accounts.authenticate(kept)
+            return kept
+        except Unauthorized:
+            pass  # the database was reset: make a new account and key
     _, key = services.accounts.create("sandbox", Mode.SANDBOX)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

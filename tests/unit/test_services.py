@@ -23,6 +23,7 @@ from cardkeep.domain.errors import (
     SetupIntentNotUsable,
     Unauthorized,
     Unavailable,
+    ValidationFailed,
 )
 from cardkeep.domain.ids import IdFactory, Prefix
 from cardkeep.domain.money import Money
@@ -56,9 +57,7 @@ class World:
             self.storage, self.clock, self.ids, self.charger, Policy(recovery_after=timedelta(0))
         )
         self.services = Services.build(ctx, ("VISA", "MASTERCARD"))
-        self.intake = CardIntake(
-            self.services.setup_intents, self.vault, self.acquirer, self.clock, self.ids
-        )
+        self.intake = CardIntake(self.services.setup_intents, self.vault, self.acquirer, self.ids)
         self.account, self.key = self.services.accounts.create("m", Mode.SANDBOX)
 
     def authorized(self, pan: str = "5200000000001005") -> str:
@@ -248,6 +247,15 @@ def test_another_accounts_objects_are_not_found(world: World) -> None:
         world.services.payment_intents.create(
             other, NewPaymentIntent(Money(5, "GBP"), "x", setup_intent_id=si_id)
         )
+
+
+def test_an_invalid_request_never_reaches_the_acquirer(world: World) -> None:
+    cmd = NewSetupIntent("ref", "terms", "NoShow", expire_at=world.clock.now() - timedelta(1))
+    card = CardInput(CardNumber("5200000000001005"), Expiry(12, 2030), Cvv("123", None), None)
+    with pytest.raises(ValidationFailed):
+        world.intake.create(world.account, cmd, card)
+    assert world.acquirer.authorizations == 0
+    assert world.storage.tables.vault == {}
 
 
 def test_prod_accounts_are_refused_by_the_sandbox_acquirer(world: World) -> None:

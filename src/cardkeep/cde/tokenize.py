@@ -19,7 +19,6 @@ from cardkeep.domain.card import CardNumber, CardOnFile, Cvv, Expiry, Scheme
 from cardkeep.domain.errors import Unavailable
 from cardkeep.domain.ids import IdFactory
 from cardkeep.domain.setup_intent import SetupIntent
-from cardkeep.service.ports import Clock
 from cardkeep.service.setup_intents import (
     CardApproved,
     CardDeclined,
@@ -104,17 +103,16 @@ class CardIntake:
         setup_intents: SetupIntents,
         vault: Vault,
         acquirer: Acquirer,
-        clock: Clock,
         ids: IdFactory,
     ) -> None:
         self._sis = setup_intents
         self._vault = vault
         self._acquirer = acquirer
-        self._clock = clock
         self._ids = ids
 
     def create(self, account: Account, cmd: NewSetupIntent, card: CardInput) -> SetupIntent:
-        now = account.now(self._clock.now())
+        draft = self._sis.prepare(account, cmd)  # a bad request never reaches the acquirer
+        now = draft.created_at
         on_file = CardOnFile(
             masked_number=card.pan.masked,
             last4=card.pan.last4,
@@ -125,7 +123,7 @@ class CardIntake:
             vault_token=None,
         )
         outcome = self._authorize(account, card, on_file, now)
-        return self._sis.create_with_card(account, cmd, outcome)
+        return self._sis.create_with_card(draft, outcome)
 
     def _attempt(
         self, now: datetime, event_type: str, message: str, code: str | None, card: CardOnFile

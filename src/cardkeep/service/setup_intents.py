@@ -76,22 +76,23 @@ class SetupIntents:
         self._insert(si)
         return si, secret
 
-    def create_with_card(
-        self, account: Account, cmd: NewSetupIntent, outcome: CardOutcome
-    ) -> SetupIntent:
+    def prepare(self, account: Account, cmd: NewSetupIntent) -> SetupIntent:
+        """Validate a create request against the account's clock and policy; nothing is stored.
+
+        The PCI create calls this before it sends anything to the acquirer."""
+        return self._new(account, cmd, self._ctx.now(account))
+
+    def create_with_card(self, draft: SetupIntent, outcome: CardOutcome) -> SetupIntent:
         """The PCI create: one intent, directly Authorized, Created (declined) or CardExpired."""
-        now = self._ctx.now(account)
-        si = self._new(account, cmd, now)
-        attempt = replace(outcome.attempt, at=now)
-        events = (attempt,)
+        events = (outcome.attempt,)
         if isinstance(outcome, CardApproved):
-            si = replace(si, status=Status.AUTHORIZED, card=outcome.card)
+            si = replace(draft, status=Status.AUTHORIZED, card=outcome.card)
             sealed: SealedCard | None = outcome.sealed
         else:
             status = Status.CARD_EXPIRED if isinstance(outcome, CardPastExpiry) else Status.CREATED
-            si = replace(si, status=status)
+            si = replace(draft, status=status)
             sealed = None
-        si = replace(si, payment_details=attempt, setup_events=events)
+        si = replace(si, payment_details=outcome.attempt, setup_events=events)
         self._insert(si, sealed)
         return si
 

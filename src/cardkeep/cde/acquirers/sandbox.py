@@ -38,6 +38,7 @@ class SandboxAcquirer:
         self._ledger: dict[str, ChargeOutcome] = {}
         self._sent: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.authorizations = 0
 
     def _check_mode(self, mode: Mode) -> None:
         if mode is Mode.PROD and not self._allow_prod:
@@ -49,6 +50,8 @@ class SandboxAcquirer:
 
     def authorize(self, mode: Mode, pan: CardNumber, expiry: Expiry, cvv: Cvv) -> Authorization:
         self._check_mode(mode)
+        with self._lock:
+            self.authorizations += 1
         funding = _FUNDING.get(pan.scheme, "Credit")
         reason = DECLINED_CARDS.get(pan.digits)
         if reason is not None:
