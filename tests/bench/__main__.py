@@ -1,0 +1,109 @@
+"""``make bench``: the card-on-file flow under load against a real server on 127.0.0.1.
+
+Each flow is the core path: PCI create (card authorized, PAN sealed) → create payment intent →
+charge. Flows run with bounded concurrency, for 1 and 2 worker processes on one SQLite file;
+the run prints a Markdown table (flows/s and per-request latency percentiles) to paste into
+docs/benchmarks.md. Load goes to loopback only and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.harness import SI_FIELDS, VERSION, card, run_server
+
+
+async def _flow(
+    client_api: httpx.AsyncClient,
+    client_pci: httpx.AsyncClient,
+    lat: dict[str, list[float]],
+    i: int,
+) -> None:
+    t0 = time.perf_counter()
+    r = await client_pci.post("/setup-intents", json={**SI_FIELDS, "cardDetails": card()})
+    t1 = time.perf_counter()
+    if r.status_code != 200 or r.json()["status"] != "Authorized":
+        raise RuntimeError(f"PCI create failed: {r.status_code} {r.text}")
+    body = {
+        "amount": {"value": 1000 + (i % 50) * 100, "currencyCode": "GBP"},
+        "reference": f"bench {i}",
+        "setupIntentId": r.json()["id"],
+    }
+    r = await client_api.post("/payment-intents", json=body)
+    t2 = time.perf_counter()
+    assert r.status_code == 200, r.text
+    r = await client_api.post(f"/payment-intents/{r.json()['id']}/charge")
+    t3 = time.perf_counter()
+    if r.status_code != 200 or r.json()["status"] != "Successful":
+        raise RuntimeError(f"charge failed: {r.status_code} {r.text}")
+    lat["pci_create"].append(t1 - t0)
+    lat["pi_create"].append(t2 - t1)
+    lat["charge"].append(t3 - t2)
+
+
+async def _run(
+    api_url: str, pci_url: str, key: str, flows: int, concurrency: int
+) -> tuple[float, dict[str, list[float]]]:
+    headers = {"Authorization": f"Basic {key}", "version": VERSION}
+    limits = httpx.Limits(max_connections=concurrency)
+    lat: dict[str, list[float]] = {"pci_create": [], "pi_create": [], "charge": []}
+    sem = asyncio.Semaphore(concurrency)
+    async with (
+        httpx.AsyncClient(base_url=api_url, headers=headers, limits=limits, timeout=60) as api,
+        httpx.AsyncClient(base_url=pci_url, headers=headers, limits=limits, timeout=60) as pci,
+    ):
+
+        async def one(i: int) -> None:
+            async with sem:
+                await _flow(api, pci, lat, i)
+
+        await asyncio.gather(*(one(i) for i in range(min(20, flows))))  # warm-up
+        for v in lat.values():
+            v.clear()
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(flows)))
+        elapsed = time.perf_counter() - started
+    return flows / elapsed, lat
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--flows", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    rows = []
+    for workers in args.workers:
+        with tempfile.TemporaryDirectory() as tmp, run_server(Path(tmp), workers=workers) as server:
+            key = server.create_account("bench")
+            rate, lat = asyncio.run(
+                _run(server.api_url, server.pci_url, key, args.flows, args.concurrency)
+            )
+            for name, values in lat.items():
+                rows.append(
+                    (workers, name, rate, _pct(values, 50), _pct(values, 95), _pct(values, 99))
+                )
+    print(
+        f"\n{datetime.now(UTC):%Y-%m-%d} · {platform.machine()} · {platform.python_version()} · {args.flows} flows, concurrency {args.concurrency}\n"
+    )
+    print("| workers | request | flows/s | p50 ms | p95 ms | p99 ms |")
+    print("|---|---|---|---|---|---|")
+    for workers, name, rate, p50, p95, p99 in rows:
+        print(f"| {workers} | {name} | {rate:.0f} | {p50:.1f} | {p95:.1f} | {p99:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
