@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from cardkeep.service.facade import Services
-from cardkeep.web.edge import Guard, http_exception, json_response
+from cardkeep.web.edge import Guard, http_exception, internal_error, json_response
 from cardkeep.web.logs import get_logger
 
 log = get_logger("cardkeep.health")
@@ -34,5 +34,8 @@ def health_route(services: Services) -> Route:
 
 
 def assemble(routes: Sequence[BaseRoute], listener: str) -> ASGIApp:
-    app = Starlette(routes=list(routes), exception_handlers={HTTPException: http_exception})
+    app = Starlette(
+        routes=list(routes),
+        exception_handlers={HTTPException: http_exception, Exception: internal_error},
+    )
     return Guard(app, listener)

@@ -231,6 +231,11 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return problem_for(problem, trace, request)
 
 
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """Starlette's last resort (ServerErrorMiddleware) renders through the same table."""
+    return problem_for(exc, trace_id_of(request), request)
+
+
 def not_implemented(feature: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         return problem_for(

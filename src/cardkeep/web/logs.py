@@ -77,7 +77,7 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # reconfigurable (tests, `serve` workers)
     )
     for name in ("uvicorn.access",):
         logging.getLogger(name).disabled = True

@@ -1,0 +1,59 @@
+"""The HTTP edge in-process: a failure nobody anticipated is a bare ProblemDetails 500 with a
+trace id, no stack trace, and no card data in the log line."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from cardkeep.web import logs
+from cardkeep.web.common import assemble
+from cardkeep.web.edge import basic_credential, resolve_release
+
+
+def test_unexpected_exception_is_a_bare_problem_500() -> None:
+    stream = io.StringIO()
+    logs.configure("info", stream)
+
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("card 5200000000001005 went wrong")
+
+    app = assemble([Route("/boom", boom)], "api")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/boom", headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body == {
+        "type": "https://tools.ietf.org/html/rfc7231#section-6.6.1",
+        "title": "Internal Server Error",
+        "status": 500,
+        "traceId": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        "code": "internal_error",
+    }
+    logged = stream.getvalue()
+    assert "5200000000001005" not in logged
+    assert "520000******1005" in logged
+    assert any(json.loads(line).get("event") == "unhandled_error" for line in logged.splitlines())
+
+
+def test_version_header_resolution() -> None:
+    assert resolve_release("2025-09-10") == "2025-09-10"
+    assert resolve_release("2026-02-27") == "2025-09-10"
+    assert resolve_release("2024-03-01") == "2024-02-05"
+    assert resolve_release("2022-04-07T00:00:00+00:00") == "2022-04-07"
+
+
+def test_basic_credentials_in_both_forms() -> None:
+    assert basic_credential("Basic sk_sandbox_abc") == "sk_sandbox_abc"
+    assert (
+        basic_credential("basic c2tfc2FuZGJveF9hYmM6") == "sk_sandbox_abc"
+    )  # base64("sk_sandbox_abc:")
+    assert basic_credential("Bearer sk_sandbox_abc") is None
+    assert basic_credential(None) is None
+    assert basic_credential("Basic ") is None
