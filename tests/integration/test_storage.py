@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,31 +17,19 @@ from cardkeep.domain.card import CardOnFile, Expiry, Scheme
 from cardkeep.domain.errors import Unavailable
 from cardkeep.domain.events import setup_intent_event
 from cardkeep.domain.money import Money
-from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PI
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SI
 from cardkeep.service.ports import SealedCard, Storage
 from cardkeep.storage import sqlite
 from cardkeep.storage.memory import MemoryStorage
+from tests.factories import T0, make_pi, make_si
 
-T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ACCOUNT = Account("acc_1", "one", Mode.SANDBOX, T0)
 
 
-def si(id_: str = "si_sandbox_1", status: SI = SI.CREATED, **kw: object) -> SetupIntent:
-    return SetupIntent(
-        id=id_,
-        account_id=ACCOUNT.id,
-        status=status,
-        created_at=T0,
-        updated_at=T0,
-        expire_at=T0 + timedelta(days=30),
-        reference="r",
-        terms="t",
-        mit_type="NoShow",
-        **kw,  # type: ignore[arg-type]
-    )
+def si(id_: str = "si_sandbox_1", status: SI = SI.CREATED, **changes: Any) -> SetupIntent:
+    return make_si(status, id_=id_, account_id=ACCOUNT.id, **changes)
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -121,16 +110,7 @@ def test_due_and_charging_queries(storage: Storage) -> None:
     card = CardOnFile(
         "520000******1005", "1005", Scheme.MASTERCARD, None, Expiry(1, 2027), None, "vt"
     )
-    pi = PaymentIntent(
-        id="pi_1",
-        account_id=ACCOUNT.id,
-        status=PI.CHARGING,
-        created_at=T0,
-        updated_at=T0,
-        expire_at=T0 + timedelta(days=30),
-        amount=Money(5, "GBP"),
-        reference="r",
-    )
+    pi = make_pi(PI.CHARGING, id_="pi_1", account_id=ACCOUNT.id, setup_intent_id=None)
     with storage.transaction(write=True) as uow:
         uow.setup_intents.add(si("si_a"))
         uow.setup_intents.add(si("si_b", SI.AUTHORIZED, card=card))

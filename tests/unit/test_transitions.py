@@ -11,43 +11,14 @@ from hypothesis import strategies as st
 
 from cardkeep.domain import payment_intent as pim
 from cardkeep.domain import setup_intent as sim
-from cardkeep.domain.card import CardOnFile, Expiry, Scheme
 from cardkeep.domain.errors import IllegalTransition, InvalidState
 from cardkeep.domain.money import Money
-
-T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-CARD = CardOnFile(
-    "520000******1005", "1005", Scheme.MASTERCARD, "Credit", Expiry(12, 2026), None, "vt_x"
-)
+from tests import factories
+from tests.factories import CARD, T0, make_pi
 
 
 def make_si(status: sim.Status = sim.Status.CREATED) -> sim.SetupIntent:
-    return sim.SetupIntent(
-        id="si_sandbox_x",
-        account_id="acc_x",
-        status=status,
-        created_at=T0,
-        updated_at=T0,
-        expire_at=T0 + timedelta(days=30),
-        reference="r",
-        terms="t",
-        mit_type="NoShow",
-        card=CARD,
-    )
-
-
-def make_pi(status: pim.Status = pim.Status.CREATED) -> pim.PaymentIntent:
-    return pim.PaymentIntent(
-        id="pi_sandbox_x",
-        account_id="acc_x",
-        status=status,
-        created_at=T0,
-        updated_at=T0,
-        expire_at=T0 + timedelta(days=30),
-        amount=Money(1000, "GBP"),
-        reference="r",
-        setup_intent_id="si_sandbox_x",
-    )
+    return factories.make_si(status, card=CARD)
 
 
 def test_every_setup_intent_status_is_reachable_from_the_start() -> None:
