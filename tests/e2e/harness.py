@@ -65,11 +65,8 @@ class Server:
         return self.log_path.read_text("utf-8", errors="replace")
 
 
-@contextmanager
-def run_server(
-    data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
-) -> Iterator[Server]:
-    data_dir.mkdir(parents=True, exist_ok=True)
+def _start(data_dir: Path, workers: int, env: dict[str, str] | None) -> Server | None:
+    """Start a server on two free ports; None if a port was taken meanwhile (try again)."""
     api_port, pci_port = free_port(), free_port()
     log_path = data_dir / "server.log"
     full_env = {
@@ -78,49 +75,55 @@ def run_server(
         "CARDKEEP_RECOVERY_AFTER": "0.5",
         **(env or {}),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "cardkeep",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--api-port",
-        str(api_port),
-        "--pci-port",
-        str(pci_port),
-        "--workers",
-        str(workers),
-    ]
-    with open(log_path, "wb") as log:
+    cmd = [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(data_dir)]
+    cmd += ["--api-port", str(api_port), "--pci-port", str(pci_port), "--workers", str(workers)]
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     server = Server(
         data_dir, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{pci_port}", log_path, proc
     )
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            if "address already in use" in server.log_text().lower():
+                return None
+            raise RuntimeError(f"cardkeep exited early:\n{server.log_text()}")
+        try:
+            urls = (server.api_url, server.pci_url)
+            if all(httpx.get(f"{u}/health", timeout=1).status_code == 200 for u in urls):
+                return server
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(proc)
+            raise RuntimeError(f"cardkeep did not start:\n{server.log_text()}")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"cardkeep exited early:\n{server.log_text()}")
-            try:
-                if all(
-                    httpx.get(f"{u}/health", timeout=1).status_code == 200
-                    for u in (server.api_url, server.pci_url)
-                ):
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cardkeep did not start:\n{server.log_text()}")
-            time.sleep(0.1)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def run_server(
+    data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):
+        server = _start(data_dir, workers, env)
+        if server is not None:
+            break
+    else:
+        raise RuntimeError("no free ports for cardkeep after 5 tries")
+    try:
         yield server
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(server.proc)
 
 
 SI_FIELDS: dict[str, Any] = {

@@ -8,6 +8,7 @@ match case-insensitively and come out canonical. Error paths are Dojo's PascalCa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -140,16 +141,21 @@ class Choice(Field):
         return MISSING
 
 
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
 class DateTime(Field):
+    """An RFC 3339 date-time with a UTC offset (extra fraction digits beyond 6 are dropped)."""
+
     def parse(self, raw: Any, path: str, errors: Errors) -> Any:
-        if isinstance(raw, str):
+        if isinstance(raw, str) and _RFC3339.match(raw):
             try:
-                value = datetime.fromisoformat(raw.replace("z", "Z"))
+                return datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
             except ValueError:
-                value = None
-            if value is not None and value.tzinfo is not None:
-                return value
-        add(errors, path, f"The {path} field must be an ISO 8601 date-time with a UTC offset.")
+                pass
+        add(errors, path, f"The {path} field must be an RFC 3339 date-time with a UTC offset.")
         return MISSING
 
 

@@ -48,10 +48,11 @@ class Url(Str):
 
 
 class IsoText(DateTime):
-    """A date-time that is checked, then echoed as the client sent it."""
+    """A date-time inside an echoed object: kept in the contract's UTC text form."""
 
     def parse(self, raw: Any, path: str, errors: Errors) -> Any:
-        return raw if super().parse(raw, path, errors) is not MISSING else MISSING
+        value = super().parse(raw, path, errors)
+        return MISSING if value is MISSING else iso(value)
 
 
 class WireMoney(MoneyField):
@@ -60,6 +61,9 @@ class WireMoney(MoneyField):
     def parse(self, raw: Any, path: str, errors: Errors) -> Any:
         money = super().parse(raw, path, errors)
         return MISSING if money is MISSING else money_json(money)
+
+
+CUSTOMER_KEYS = ("id", "emailAddress", "phoneNumber")
 
 
 def _customer(name: str, extra: Sequence[Field] = ()) -> Obj:
@@ -272,6 +276,9 @@ def payment_intent_command(body: Any) -> NewPaymentIntent:
     if errors:
         raise ValidationFailed(errors)
     extras = {k: data[k] for k in PAYMENT_INTENT_EXTRAS if k in data}
+    if "customer" in extras:
+        # A payment customer's secret and saved card are request-only: validated, never kept.
+        extras["customer"] = {k: v for k, v in extras["customer"].items() if k in CUSTOMER_KEYS}
     if "cardHolderNotPresent" in data:
         extras["cardHolderNotPresent"] = data["cardHolderNotPresent"]
     return NewPaymentIntent(
