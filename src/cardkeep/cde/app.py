@@ -39,7 +39,7 @@ def create_pci_app(services: Services, intake: CardIntake) -> ASGIApp:
 
     routes: list[BaseRoute] = [
         health_route(services),
-        edge.route("/setup-intents", create, ["POST"]),
+        edge.route("/setup-intents", {"POST": create}),
         Route("/setup/{si}", not_implemented("The hosted card page"), methods=["GET"]),
         Route(
             "/setup-intents/public/{si}/card",

@@ -68,12 +68,14 @@ def read_card(
     if data is MISSING:
         return None
     pan = expiry = None
+    scheme: Scheme | None = None
     if "cardNumber" in data:
         try:
             pan = CardNumber(data["cardNumber"])
         except ValueError as exc:
             add(errors, "CardDetails.CardNumber", f"The card number {exc}.")
         else:
+            scheme = pan.scheme  # the CV2 rule follows the card even when its scheme is refused
             if pan.scheme.value not in schemes:
                 add(errors, "CardDetails.CardNumber", f"{pan.scheme.value} cards are not accepted.")
                 pan = None
@@ -89,7 +91,7 @@ def read_card(
     cvv = None
     if "cv2" in data:
         try:
-            cvv = Cvv(data["cv2"], pan.scheme if pan is not None else Scheme.VISA)
+            cvv = Cvv(data["cv2"], scheme)
         except ValueError as exc:
             add(errors, "CardDetails.Cv2", f"The CV2 {exc}.")
     if pan is None or expiry is None or cvv is None:

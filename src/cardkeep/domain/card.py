@@ -147,7 +147,7 @@ class Cvv:
         _no_pickle(self)
 
 
-_EXPIRY = re.compile(r"^\s*(\d{2})\s*/\s*(\d{2}|\d{4})\s*$")
+_EXPIRY = re.compile(r"^\s*(\d{2})\s*/\s*(\d{2}|\d{4})\s*$", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)

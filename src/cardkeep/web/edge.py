@@ -37,6 +37,7 @@ from cardkeep.web.logs import get_logger
 RELEASES = ("2022-04-07", "2024-02-05", "2025-09-10")
 MAX_BODY = 64 * 1024
 CARD_FIELDS = frozenset({"carddetails", "cardnumber", "cv2", "cvv"})
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 log = get_logger("cardkeep.http")
@@ -49,6 +50,8 @@ def resolve_release(value: str | None) -> str:
     if value is None:
         raise HttpProblem("invalid_version", "The version header is required (e.g. 2025-09-10).")
     try:
+        if not _DATE.match(value[:10]):
+            raise ValueError(value[:10])
         asked = date.fromisoformat(value[:10]).isoformat()
     except ValueError as exc:
         raise HttpProblem(
@@ -150,13 +153,32 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+MAX_DEPTH = 32
+
+
 def decode_json(raw: bytes) -> Any:
     if not raw.strip():
         return None
     try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
         raise ValidationFailed.one("$", "The request body is not valid JSON.") from None
+    if _depth_exceeds(value, MAX_DEPTH):
+        raise ValidationFailed.one("$", f"The request body nests deeper than {MAX_DEPTH} levels.")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Iterative, so a hostile body cannot exhaust the stack of whoever walks it next."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 class Edge:
@@ -169,12 +191,13 @@ class Edge:
     def route(
         self,
         path: str,
-        handler: Handler,
-        methods: list[str],
+        handlers: dict[str, Handler],
         *,
         auth: AuthMode = "key",
         version: bool = True,
     ) -> Route:
+        """One route per path, dispatching by method, so a 405's Allow header lists them all."""
+
         async def endpoint(request: Request) -> Response:
             trace = trace_id_of(request)
             try:
@@ -195,11 +218,13 @@ class Edge:
                         "Card data goes to the PCI listener, never to the API listener.",
                     )
                 call = Call(request, trace, release, body, account, credential)
+                # Starlette adds HEAD wherever GET is served.
+                handler = handlers.get(request.method) or handlers["GET"]
                 return await handler(call)
             except Exception as exc:
                 return problem_for(exc, trace, request)
 
-        return Route(path, endpoint, methods=methods)
+        return Route(path, endpoint, methods=list(handlers))
 
 
 def problem_for(exc: Exception, trace: str, request: Request) -> Response:

@@ -105,8 +105,8 @@ class Int(Field):
         value: int | None = None
         if isinstance(raw, int) and not isinstance(raw, bool):
             value = raw
-        elif isinstance(raw, str) and raw.isascii() and raw.strip().lstrip("-").isdigit():
-            value = int(raw.strip())
+        elif isinstance(raw, str) and _DIGITS.match(raw):
+            value = int(raw)
         if value is None:
             add(errors, path, f"The {path} field must be an integer.")
             return MISSING
@@ -141,8 +141,10 @@ class Choice(Field):
         return MISSING
 
 
+# Integers may come as strings of digits (ASP.NET leniency); more than 20 digits is out of range.
+_DIGITS = re.compile(r"^\s*-?[0-9]{1,20}\s*$")
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
 )
 
 

@@ -44,8 +44,7 @@ def routes(edge: Edge, services: Services) -> list[Route]:
         return call.ok(wire.charge_json(answer))
 
     return [
-        edge.route("/payment-intents", create, ["POST"]),
-        edge.route("/payment-intents/{pi}", get, ["GET"]),
-        edge.route("/payment-intents/{pi}", cancel, ["DELETE"]),
-        edge.route("/payment-intents/{pi}/charge", charge, ["POST"]),
+        edge.route("/payment-intents", {"POST": create}),
+        edge.route("/payment-intents/{pi}", {"GET": get, "DELETE": cancel}),
+        edge.route("/payment-intents/{pi}/charge", {"POST": charge}),
     ]

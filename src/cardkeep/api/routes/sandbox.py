@@ -23,6 +23,6 @@ def routes(edge: Edge, services: Services) -> list[Route]:
         return call.ok(wire.clock_json(now, offset))
 
     return [
-        edge.route("/sandbox/clock", read, ["GET"]),
-        edge.route("/sandbox/clock/advance", advance, ["POST"]),
+        edge.route("/sandbox/clock", {"GET": read}),
+        edge.route("/sandbox/clock/advance", {"POST": advance}),
     ]

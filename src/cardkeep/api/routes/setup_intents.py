@@ -56,15 +56,13 @@ def routes(edge: Edge, services: Services) -> list[Route]:
         return call.ok(wire.setup_intent_json(si, schemes, secret=fresh, public=True))
 
     return [
-        edge.route("/setup-intents", create, ["POST"]),
-        edge.route("/setup-intents/public/{si}", get_public, ["GET"], auth="raw"),
+        edge.route("/setup-intents", {"POST": create}),
+        edge.route("/setup-intents/public/{si}", {"GET": get_public}, auth="raw"),
         edge.route(
             "/setup-intents/public/{si}/refresh-client-session-secret",
-            refresh_public,
-            ["POST"],
+            {"POST": refresh_public},
             auth="raw",
         ),
-        edge.route("/setup-intents/{si}", get, ["GET"]),
-        edge.route("/setup-intents/{si}", delete, ["DELETE"]),
-        edge.route("/setup-intents/{si}/refresh-client-session-secret", refresh, ["POST"]),
+        edge.route("/setup-intents/{si}", {"GET": get, "DELETE": delete}),
+        edge.route("/setup-intents/{si}/refresh-client-session-secret", {"POST": refresh}),
     ]
