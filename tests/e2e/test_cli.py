@@ -1,0 +1,89 @@
+"""The ``cardkeep`` command as a user runs it: accounts, migrate, sweep, and clear refusals."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.harness import run_server
+
+
+def cardkeep(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cardkeep", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_accounts_create_prints_only_the_key_and_stores_its_hash(tmp_path: Path) -> None:
+    sandbox = cardkeep("accounts", "create", "Cafe", "--data-dir", str(tmp_path))
+    assert sandbox.returncode == 0, sandbox.stderr
+    assert re.fullmatch(r"sk_sandbox_[A-Za-z0-9_-]{43}\n", sandbox.stdout)
+    assert "created sandbox account acc_" in sandbox.stderr
+    prod = cardkeep("accounts", "create", "Platform", "--mode", "prod", "--data-dir", str(tmp_path))
+    assert re.fullmatch(r"sk_prod_[A-Za-z0-9_-]{43}\n", prod.stdout)
+    listing = cardkeep("accounts", "list", "--data-dir", str(tmp_path))
+    assert "\tsandbox\tCafe" in listing.stdout
+    assert "\tprod\tPlatform" in listing.stdout
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("cardkeep.db*"))
+    for key in (sandbox.stdout.strip(), prod.stdout.strip()):
+        assert key.encode() not in raw
+        assert key.split("_", 2)[2].encode() not in raw
+
+
+def test_migrate_is_idempotent_and_sweep_runs(tmp_path: Path) -> None:
+    first = cardkeep("migrate", "--data-dir", str(tmp_path))
+    assert first.returncode == 0
+    assert "applied migrations [1]" in first.stderr
+    again = cardkeep("migrate", "--data-dir", str(tmp_path))
+    assert "up to date" in again.stderr
+    swept = cardkeep("sweep", "--data-dir", str(tmp_path))
+    assert swept.returncode == 0
+    assert "recovered charges: 0" in swept.stderr
+
+
+def test_unsupported_database_urls_are_refused_clearly(tmp_path: Path) -> None:
+    r = cardkeep("migrate", "--database-url", "postgresql://127.0.0.1/cardkeep")
+    assert r.returncode == 2
+    assert "PostgreSQL is not supported by this version" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = cardkeep("migrate", "--database-url", "mysql://x")
+    assert r.returncode == 2
+    assert "unsupported database URL" in r.stderr
+
+
+def test_prod_keys_get_no_sandbox_and_no_sandbox_acquirer(tmp_path: Path) -> None:
+    with run_server(tmp_path) as server:
+        key = server.create_account("platform", "prod")
+        headers = {"Authorization": f"Basic {key}", "version": "2025-09-10"}
+        clock = httpx.get(f"{server.api_url}/sandbox/clock", headers=headers)
+        assert clock.status_code == 403
+        assert clock.json()["code"] == "sandbox_only"
+        si = httpx.post(
+            f"{server.api_url}/setup-intents",
+            headers=headers,
+            json={
+                "reference": "r",
+                "merchantInitiatedTransactionType": "Unscheduled",
+                "terms": "t",
+            },
+        )
+        assert si.status_code == 200
+        assert re.fullmatch(r"si_[A-Za-z0-9_-]{22}", si.json()["id"])  # no mode part in prod
+        card = {"cardNumber": "5200000000001005", "expiryDate": "12/39", "cv2": "123"}
+        refused = httpx.post(
+            f"{server.pci_url}/setup-intents",
+            headers=headers,
+            json={
+                "reference": "r",
+                "merchantInitiatedTransactionType": "NoShow",
+                "terms": "t",
+                "cardDetails": card,
+            },
+        )
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "service_unavailable"
+        assert refused.headers["Retry-After"]
