@@ -16,7 +16,7 @@ from cardkeep.api.app import create_api_app
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
 from cardkeep.cde.app import create_pci_app
 from cardkeep.cde.charger import VaultCharger
-from cardkeep.cde.keys import load_key
+from cardkeep.cde.keys import VaultKeyError, load_key
 from cardkeep.cde.tokenize import CardIntake
 from cardkeep.cde.vault import Vault
 from cardkeep.config import Settings
@@ -56,11 +56,15 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
     storage = sqlite.SqliteStorage(settings.sqlite_path)
     ids = IdFactory(os.urandom)
     clock = clock or SystemClock()
-    key = load_key(
-        settings.data_dir,
-        env_value=settings.vault_key,
-        allow_generate=True,
-    )
+    key = load_key(settings.data_dir, env_value=settings.vault_key)
+    with storage.transaction(write=False) as uow:
+        missing = uow.vault_records.key_ids() - {key.key_id}
+    if missing:
+        storage.close()
+        raise VaultKeyError(
+            f"stored cards were sealed under vault keys {sorted(missing)}, but the loaded key is "
+            f"{key.key_id}: start with the key the cards were stored under"
+        )
     vault = Vault(key, lambda: ids.new(Prefix.VAULT_TOKEN))
     acquirer = SandboxAcquirer(allow_prod=settings.allow_prod_on_sandbox_acquirer)
     policy = Policy(

@@ -35,7 +35,17 @@ database_url_option = click.option(
 )
 
 
-@click.group()
+class _Group(click.Group):
+    """Turns configuration and start-up failures into one clear line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (SettingsError, RuntimeError, OSError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="cardkeep")
 def main() -> None:
     """cardkeep: cards on file and merchant-initiated charges (Dojo Setup/Payment Intents API)."""
@@ -64,6 +74,7 @@ def serve(
 ) -> None:
     """Run the API and PCI listeners (applies pending migrations first)."""
     from cardkeep.bootstrap import build, ensure_sandbox_account, migrate
+    from cardkeep.serve import bind
     from cardkeep.serve import serve as run
 
     settings = _settings(
@@ -77,10 +88,16 @@ def serve(
     applied = migrate(settings)
     if applied:
         click.echo(f"applied migrations {applied}", err=True)
-    if sandbox_account:
-        container = build(settings)
-        key = ensure_sandbox_account(settings, container.services)
+    container = build(settings)  # refuses a bad vault key before anything is bound
+    try:
+        key = ensure_sandbox_account(settings, container.services) if sandbox_account else None
+    finally:
         container.close()
+    try:
+        sockets = [bind(settings.host, settings.api_port), bind(settings.host, settings.pci_port)]
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {settings.host}: {exc.strerror}") from exc
+    if key is not None:
         click.echo(
             f"\ncardkeep sandbox\n"
             f"  API listener: http://{settings.host}:{settings.api_port}\n"
@@ -88,7 +105,7 @@ def serve(
             f"  sandbox key:  {key}\n",
             err=True,
         )
-    run(settings)
+    run(settings, sockets)
 
 
 @main.command()

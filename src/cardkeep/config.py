@@ -13,6 +13,7 @@ from typing import Any
 
 DEFAULT_SCHEMES = ("VISA", "MASTERCARD", "MAESTRO", "DISCOVER", "DCI")
 ALL_SCHEMES = frozenset({*DEFAULT_SCHEMES, "AMEX"})
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class SettingsError(ValueError):
@@ -93,5 +94,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             except ValueError as exc:
                 raise SettingsError(f"CARDKEEP_{name} must be a number of seconds") from exc
     if "CARDKEEP_LOG_LEVEL" in env:
-        changes["log_level"] = env["CARDKEEP_LOG_LEVEL"].lower()
+        level = env["CARDKEEP_LOG_LEVEL"].lower()
+        if level not in LOG_LEVELS:
+            raise SettingsError(f"CARDKEEP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        changes["log_level"] = level
     return replace(s, **changes)

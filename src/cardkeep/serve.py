@@ -94,8 +94,8 @@ def run_worker(settings: Settings, sockets: list[socket.socket], sweeper: bool) 
         asyncio.run(_serve(settings, sockets, sweeper))
 
 
-def serve(settings: Settings) -> None:
-    sockets = [bind(settings.host, settings.api_port), bind(settings.host, settings.pci_port)]
+def serve(settings: Settings, sockets: list[socket.socket]) -> None:
+    """Serve the API and PCI apps on ``sockets`` (bound by the caller, API first)."""
     if settings.workers <= 1:
         run_worker(settings, sockets, sweeper=True)
         return

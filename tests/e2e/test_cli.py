@@ -87,3 +87,78 @@ def test_prod_keys_get_no_sandbox_and_no_sandbox_acquirer(tmp_path: Path) -> Non
         assert refused.status_code == 503
         assert refused.json()["code"] == "service_unavailable"
         assert refused.headers["Retry-After"]
+
+
+def test_start_up_failures_are_one_clear_line(tmp_path: Path) -> None:
+    import os
+
+    empty = tmp_path / "empty"
+    r = cardkeep("accounts", "list", "--data-dir", str(empty))
+    assert r.returncode == 1
+    assert "run `cardkeep migrate`" in r.stderr
+    assert "Traceback" not in r.stderr
+    env = {**os.environ, "CARDKEEP_LOG_LEVEL": "loud"}
+    r = subprocess.run(
+        [sys.executable, "-m", "cardkeep", "migrate", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "CARDKEEP_LOG_LEVEL must be one of" in r.stderr
+
+
+def test_serve_refuses_a_vault_key_the_stored_cards_were_not_sealed_under(tmp_path: Path) -> None:
+    import base64
+    import os
+
+    with run_server(tmp_path) as server:
+        key = server.create_account()
+        headers = {"Authorization": f"Basic {key}", "version": "2025-09-10"}
+        body = {
+            "reference": "r",
+            "merchantInitiatedTransactionType": "NoShow",
+            "terms": "t",
+            "cardDetails": {"cardNumber": "5200000000001005", "expiryDate": "12/39", "cv2": "123"},
+        }
+        assert (
+            httpx.post(f"{server.pci_url}/setup-intents", headers=headers, json=body).json()[
+                "status"
+            ]
+            == "Authorized"
+        )
+    (tmp_path / "vault.key").unlink()
+    other = base64.b64encode(os.urandom(32)).decode()
+    env = {**os.environ, "CARDKEEP_VAULT_KEY": other}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cardkeep",
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--api-port",
+            "0",
+            "--pci-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 1
+    assert "stored cards were sealed under vault keys" in r.stderr
+    assert "Traceback" not in r.stderr
+    env["CARDKEEP_VAULT_KEY"] = "not base64!"
+    r = subprocess.run(
+        [sys.executable, "-m", "cardkeep", "sweep", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 1
+    assert "CARDKEEP_VAULT_KEY is not base64" in r.stderr

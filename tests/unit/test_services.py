@@ -268,3 +268,30 @@ def test_prod_accounts_are_refused_by_the_sandbox_acquirer(world: World) -> None
     with pytest.raises(Unavailable):
         world.intake.create(prod, cmd, card)
     assert world.storage.tables.vault == {}
+
+
+def test_a_card_the_loaded_key_cannot_open_fails_the_charge_and_releases_it(world: World) -> None:
+    si_id = world.authorized()
+    pi_id = world.pi(si_id)
+    other_vault = Vault(VaultKey("k2", os.urandom(32)), lambda: "vt_unused")
+    object.__setattr__(world.services.ctx, "charger", VaultCharger(other_vault, world.acquirer))
+    answer = world.services.payment_intents.charge(world.account, pi_id)
+    assert answer.status == "Failed"
+    assert "cannot be read" in answer.message
+    assert world.storage.tables.payment_intents[pi_id].status is PI.CREATED
+    assert world.storage.tables.setup_intents[si_id].status is SI.AUTHORIZED
+    assert world.acquirer.times_sent(f"charge:{pi_id}") == 0
+
+
+def test_recovery_waits_in_real_time_not_on_the_account_clock() -> None:
+    world = World()
+    object.__setattr__(world.services.ctx, "policy", Policy(recovery_after=timedelta(seconds=30)))
+    si_id = world.authorized()
+    pi_id = world.pi(si_id, 1099)
+    with pytest.raises(Unavailable):
+        world.services.payment_intents.charge(world.account, pi_id)
+    world.services.accounts.advance_clock(world.account, 86_400)  # the sandbox clock jumps a day
+    assert world.services.payment_intents.recover() == 0
+    world.clock.now_value += timedelta(seconds=31)  # real time passes
+    assert world.services.payment_intents.recover() == 1
+    assert world.storage.tables.payment_intents[pi_id].status is PI.CAPTURED

@@ -6,8 +6,12 @@ The plaintext PAN exists only inside these calls, in memory.
 from __future__ import annotations
 
 from cardkeep.cde.acquirers.base import Acquirer
-from cardkeep.cde.vault import Vault
-from cardkeep.service.ports import ChargeOutcome, ChargeRequest
+from cardkeep.cde.vault import Vault, VaultError
+from cardkeep.service.ports import ChargeOutcome, ChargeRequest, ChargeResult
+from cardkeep.web.logs import get_logger
+
+log = get_logger("cardkeep.charger")
+UNREADABLE = "The card on file cannot be read with the loaded vault key"
 
 
 class VaultCharger:
@@ -16,13 +20,23 @@ class VaultCharger:
         self._acquirer = acquirer
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        pan = self._vault.open(request.card)
+        try:
+            pan = self._vault.open(request.card)
+        except VaultError as exc:
+            # Nothing reached the acquirer: a definite failure, not an unknown outcome.
+            log.error("vault_open_failed", token=request.card.token, reason=str(exc))
+            return ChargeOutcome(ChargeResult.FAILED, UNREADABLE)
         return self._acquirer.charge(
             request.mode, pan, request.expiry, request.amount, request.idempotency_key
         )
 
     def status(self, request: ChargeRequest) -> ChargeOutcome:
-        pan = self._vault.open(request.card)
+        try:
+            pan = self._vault.open(request.card)
+        except VaultError as exc:
+            # The first attempt may have reached the acquirer under the old key: stay unknown.
+            log.error("vault_open_failed", token=request.card.token, reason=str(exc))
+            return ChargeOutcome(ChargeResult.UNKNOWN, UNREADABLE)
         return self._acquirer.status(
             request.mode, pan, request.expiry, request.amount, request.idempotency_key
         )

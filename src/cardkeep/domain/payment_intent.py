@@ -68,6 +68,8 @@ class PaymentIntent:
     payment_details: AuthAttempt | None = None
     captured_amount: int = 0
     refunded_amount: int = 0
+    # Real (not account-clock) time of the current claim: recovery waits from this moment.
+    claimed_at: datetime | None = None
 
     @property
     def public_status(self) -> Status:

@@ -244,7 +244,7 @@ class PaymentIntents:
             sealed = uow.vault_records.get(si.card.vault_token)
             if sealed is None:
                 raise SetupIntentNotUsable("The setup intent's card is no longer on file.")
-            claimed_pi = pim.transition(pi, pim.Event.CLAIM, now)
+            claimed_pi = pim.transition(pi, pim.Event.CLAIM, now, claimed_at=self._ctx.clock.now())
             held_si = sim.transition(si, sim.Event.HOLD_FOR_CHARGE, now)
             self._save(uow, pi, claimed_pi)
             self._sis.save(uow, si, held_si)
@@ -334,7 +334,10 @@ class PaymentIntents:
                 si = uow.setup_intents.get(pi.account_id, pi.setup_intent_id or "")
                 if account is None or si is None or si.card is None or not si.card.vault_token:
                     continue
-                if ctx.now(account) - pi.updated_at < ctx.policy.recovery_after:
+                young = (
+                    pi.claimed_at and ctx.clock.now() - pi.claimed_at < ctx.policy.recovery_after
+                )
+                if young:
                     continue
                 sealed = uow.vault_records.get(si.card.vault_token)
                 if sealed is None:

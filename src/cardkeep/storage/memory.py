@@ -192,6 +192,9 @@ class _Vault:
     def delete(self, token: str) -> None:
         self._t.vault.pop(token, None)
 
+    def key_ids(self) -> set[str]:
+        return {card.key_id for card in self._t.vault.values()}
+
 
 class _Outbox:
     def __init__(self, t: _Tables) -> None:

@@ -113,6 +113,8 @@ class SqliteStorage:
         self._lock_attempts = lock_attempts
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._closed = False
+        if not path.exists():
+            raise RuntimeError(f"there is no database at {path}: run `cardkeep migrate`")
         missing = pending_migrations(path)
         if missing:
             raise RuntimeError(
@@ -384,6 +386,9 @@ class _VaultRecords:
 
     def delete(self, token: str) -> None:
         self._c.execute("DELETE FROM vault_cards WHERE token = ?", (token,))
+
+    def key_ids(self) -> set[str]:
+        return {row[0] for row in self._c.execute("SELECT DISTINCT key_id FROM vault_cards")}
 
 
 class _Outbox:
