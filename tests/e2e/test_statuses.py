@@ -205,3 +205,10 @@ def test_payment_intent_cancel_and_return_canceled(merchant: Merchant) -> None:
     assert old.status_code == 200
     assert merchant.get_si(si["id"]).json()["status"] == "Authorized"
     assert merchant.charge(pi["id"]).json()["code"] == "invalid_state"
+
+
+def test_errors_after_the_version_is_resolved_carry_it_too(merchant: Merchant) -> None:
+    r = merchant.api.get("/setup-intents/si_sandbox_nope", headers={"version": "2026-02-27"})
+    assert r.status_code == 404
+    assert r.headers["version"] == "2025-09-10"
+    assert "version" not in merchant.api.get("/setup-intents/x", headers={"version": "bad"}).headers

@@ -200,6 +200,7 @@ class Edge:
 
         async def endpoint(request: Request) -> Response:
             trace = trace_id_of(request)
+            release: str | None = None
             try:
                 for value in request.path_params.values():
                     if isinstance(value, str) and len(value) > MAX_PATH_ID_LENGTH:
@@ -222,7 +223,10 @@ class Edge:
                 handler = handlers.get(request.method) or handlers["GET"]
                 return await handler(call)
             except Exception as exc:
-                return problem_for(exc, trace, request)
+                response = problem_for(exc, trace, request)
+                if release is not None:
+                    response.headers["version"] = release
+                return response
 
         return Route(path, endpoint, methods=list(handlers))
 
