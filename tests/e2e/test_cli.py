@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,9 +13,13 @@ import httpx
 from tests.e2e.harness import run_server
 
 
-def cardkeep(*args: str) -> subprocess.CompletedProcess[str]:
+def cardkeep(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cardkeep", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cardkeep", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -90,28 +95,19 @@ def test_prod_keys_get_no_sandbox_and_no_sandbox_acquirer(tmp_path: Path) -> Non
 
 
 def test_start_up_failures_are_one_clear_line(tmp_path: Path) -> None:
-    import os
-
     empty = tmp_path / "empty"
     r = cardkeep("accounts", "list", "--data-dir", str(empty))
     assert r.returncode == 1
     assert "run `cardkeep migrate`" in r.stderr
     assert "Traceback" not in r.stderr
-    env = {**os.environ, "CARDKEEP_LOG_LEVEL": "loud"}
-    r = subprocess.run(
-        [sys.executable, "-m", "cardkeep", "migrate", "--data-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    env = {"CARDKEEP_LOG_LEVEL": "loud"}
+    r = cardkeep("migrate", "--data-dir", str(tmp_path), env=env)
     assert r.returncode == 2
     assert "CARDKEEP_LOG_LEVEL must be one of" in r.stderr
 
 
 def test_serve_refuses_a_vault_key_the_stored_cards_were_not_sealed_under(tmp_path: Path) -> None:
     import base64
-    import os
 
     with run_server(tmp_path) as server:
         key = server.create_account()
@@ -130,35 +126,14 @@ def test_serve_refuses_a_vault_key_the_stored_cards_were_not_sealed_under(tmp_pa
         )
     (tmp_path / "vault.key").unlink()
     other = base64.b64encode(os.urandom(32)).decode()
-    env = {**os.environ, "CARDKEEP_VAULT_KEY": other}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cardkeep",
-            "serve",
-            "--data-dir",
-            str(tmp_path),
-            "--api-port",
-            "0",
-            "--pci-port",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
+    env = {"CARDKEEP_VAULT_KEY": other}
+    r = cardkeep(
+        "serve", "--data-dir", str(tmp_path), "--api-port", "0", "--pci-port", "0", env=env
     )
     assert r.returncode == 1
     assert "stored cards were sealed under vault keys" in r.stderr
     assert "Traceback" not in r.stderr
     env["CARDKEEP_VAULT_KEY"] = "not base64!"
-    r = subprocess.run(
-        [sys.executable, "-m", "cardkeep", "sweep", "--data-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    r = cardkeep("sweep", "--data-dir", str(tmp_path), env=env)
     assert r.returncode == 1
     assert "CARDKEEP_VAULT_KEY is not base64" in r.stderr
