@@ -104,10 +104,6 @@ class CardNumber:
     def last4(self) -> str:
         return self._digits[-4:]
 
-    @property
-    def bin6(self) -> str:
-        return self._digits[:6]
-
     def __repr__(self) -> str:
         return f"CardNumber({self.masked})"
 

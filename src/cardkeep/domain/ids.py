@@ -48,7 +48,3 @@ class IdFactory:
         raw[8] = (raw[8] & 0x3F) | 0x80
         h = raw.hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-    def digits(self, n: int) -> str:
-        raw = self._random_bytes(n)
-        return "".join(str(b % 10) for b in raw)

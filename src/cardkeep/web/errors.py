@@ -68,10 +68,6 @@ class Problem:
     errors: dict[str, list[str]] | None = None
     headers: Mapping[str, str] | None = None
 
-    @property
-    def status(self) -> int:
-        return TABLE[self.code][0]
-
 
 def from_exception(exc: Exception) -> Problem:
     if isinstance(exc, HttpProblem):
