@@ -18,10 +18,10 @@ def _diagram(title: str, table: dict[tuple[Enum, Enum], Enum]) -> str:
     for (src, event), dst in table.items():
         lines.append(f"    {src.value} --> {dst.value}: {event.value}")
     lines.append("```")
-    internal = sorted({s.value for pair in table for s in pair[:1]} & {s.value for s in _INTERNAL})
-    for name in internal:
-        shown = next(v for k, v in _INTERNAL.items() if k.value == name)
-        lines.append(f"\n`{name}` is internal: reads show it as `{shown}`.")
+    sources = {src for src, _ in table}
+    for status, shown in _INTERNAL.items():
+        if status in sources:
+            lines.append(f"\n`{status.value}` is internal: reads show it as `{shown}`.")
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from cardkeep.cde.acquirers.base import Acquirer
 from cardkeep.cde.vault import Vault, VaultError
+from cardkeep.domain.card import CardNumber
 from cardkeep.service.ports import ChargeOutcome, ChargeRequest, ChargeResult
 from cardkeep.web.logs import get_logger
 
@@ -19,23 +20,24 @@ class VaultCharger:
         self._vault = vault
         self._acquirer = acquirer
 
-    def charge(self, request: ChargeRequest) -> ChargeOutcome:
+    def _open(self, request: ChargeRequest) -> CardNumber | None:
         try:
-            pan = self._vault.open(request.card)
+            return self._vault.open(request.card)
         except VaultError as exc:
-            # Nothing reached the acquirer: a definite failure, not an unknown outcome.
             log.error("vault_open_failed", token=request.card.token, reason=str(exc))
+            return None
+
+    def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        pan = self._open(request)
+        if pan is None:  # nothing reached the acquirer: a definite failure, not an unknown one
             return ChargeOutcome(ChargeResult.FAILED, UNREADABLE)
         return self._acquirer.charge(
             request.mode, pan, request.expiry, request.amount, request.idempotency_key
         )
 
     def status(self, request: ChargeRequest) -> ChargeOutcome:
-        try:
-            pan = self._vault.open(request.card)
-        except VaultError as exc:
-            # The first attempt may have reached the acquirer under the old key: stay unknown.
-            log.error("vault_open_failed", token=request.card.token, reason=str(exc))
+        pan = self._open(request)
+        if pan is None:  # the first attempt may have reached the acquirer: stay unknown
             return ChargeOutcome(ChargeResult.UNKNOWN, UNREADABLE)
         return self._acquirer.status(
             request.mode, pan, request.expiry, request.amount, request.idempotency_key

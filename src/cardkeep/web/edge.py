@@ -49,14 +49,15 @@ def resolve_release(value: str | None) -> str:
     """The newest supported release on or before the date in the ``version`` header."""
     if value is None:
         raise HttpProblem("invalid_version", "The version header is required (e.g. 2025-09-10).")
+    head = value[:10]
     try:
-        if not _DATE.match(value[:10]):
-            raise ValueError(value[:10])
-        asked = date.fromisoformat(value[:10]).isoformat()
-    except ValueError as exc:
+        asked = date.fromisoformat(head).isoformat() if _DATE.match(head) else None
+    except ValueError:  # shaped like a date but not one (2025-02-30)
+        asked = None
+    if asked is None:
         raise HttpProblem(
             "invalid_version", "The version header must start with a date yyyy-mm-dd."
-        ) from exc
+        )
     eligible = [r for r in RELEASES if r <= asked]
     if not eligible:
         raise HttpProblem("invalid_version", f"The oldest supported version is {RELEASES[0]}.")

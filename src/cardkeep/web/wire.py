@@ -63,9 +63,6 @@ class WireMoney(MoneyField):
         return MISSING if money is MISSING else money_json(money)
 
 
-CUSTOMER_KEYS = ("id", "emailAddress", "phoneNumber")
-
-
 def _customer(name: str, extra: Sequence[Field] = ()) -> Obj:
     return Obj(
         name,
@@ -193,6 +190,9 @@ SETUP_INTENT_EXTRAS = (
     "metadata",
     "orderDetails",
 )
+
+# What a response may echo of a customer (the spec's Customer); request-only extras are dropped.
+CUSTOMER_KEYS = frozenset(f.name for f in _customer("customer").fields)
 
 PAYMENT_INTENT_FIELDS: list[Field] = [
     MoneyField("amount", required=True),
