@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.harness import run_server
+from tests.e2e.harness import Merchant, run_server
 
 
 def cardkeep(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -62,36 +62,18 @@ def test_unsupported_database_urls_are_refused_clearly(tmp_path: Path) -> None:
 
 def test_prod_keys_get_no_sandbox_and_no_sandbox_acquirer(tmp_path: Path) -> None:
     with run_server(tmp_path) as server:
-        key = server.create_account("platform", "prod")
-        headers = {"Authorization": f"Basic {key}", "version": "2025-09-10"}
-        clock = httpx.get(f"{server.api_url}/sandbox/clock", headers=headers)
+        merchant = Merchant(server, server.create_account("platform", "prod"))
+        clock = merchant.api.get("/sandbox/clock")
         assert clock.status_code == 403
         assert clock.json()["code"] == "sandbox_only"
-        si = httpx.post(
-            f"{server.api_url}/setup-intents",
-            headers=headers,
-            json={
-                "reference": "r",
-                "merchantInitiatedTransactionType": "Unscheduled",
-                "terms": "t",
-            },
-        )
+        si = merchant.create_si()
         assert si.status_code == 200
         assert re.fullmatch(r"si_[A-Za-z0-9_-]{22}", si.json()["id"])  # no mode part in prod
-        card = {"cardNumber": "5200000000001005", "expiryDate": "12/39", "cv2": "123"}
-        refused = httpx.post(
-            f"{server.pci_url}/setup-intents",
-            headers=headers,
-            json={
-                "reference": "r",
-                "merchantInitiatedTransactionType": "NoShow",
-                "terms": "t",
-                "cardDetails": card,
-            },
-        )
+        refused = merchant.pci_create()
         assert refused.status_code == 503
         assert refused.json()["code"] == "service_unavailable"
         assert refused.headers["Retry-After"]
+        merchant.close()
 
 
 def test_start_up_failures_are_one_clear_line(tmp_path: Path) -> None:
