@@ -41,6 +41,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise  # --help and --version end this way (a RuntimeError subclass): not a failure
         except (SettingsError, RuntimeError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
 
@@ -74,7 +76,7 @@ def serve(
 ) -> None:
     """Run the API and PCI listeners (applies pending migrations first)."""
     from cardkeep.bootstrap import build, ensure_sandbox_account, migrate
-    from cardkeep.serve import bind
+    from cardkeep.serve import bind, write_ports
     from cardkeep.serve import serve as run
 
     settings = _settings(
@@ -97,14 +99,18 @@ def serve(
         sockets = [bind(settings.host, settings.api_port), bind(settings.host, settings.pci_port)]
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {settings.host}: {exc.strerror}") from exc
+    # Port 0 asks the kernel for a free port: report the ports actually bound.
+    api_port, pci_port = (sock.getsockname()[1] for sock in sockets)
+    write_ports(settings.data_dir, settings.host, api_port=api_port, pci_port=pci_port)
+    lines = [
+        "",
+        "cardkeep sandbox" if key is not None else "cardkeep",
+        f"  API listener: http://{settings.host}:{api_port}",
+        f"  PCI listener: http://{settings.host}:{pci_port}",
+    ]
     if key is not None:
-        click.echo(
-            f"\ncardkeep sandbox\n"
-            f"  API listener: http://{settings.host}:{settings.api_port}\n"
-            f"  PCI listener: http://{settings.host}:{settings.pci_port}\n"
-            f"  sandbox key:  {key}\n",
-            err=True,
-        )
+        lines.append(f"  sandbox key:  {key}")
+    click.echo("\n".join([*lines, ""]), err=True)
     run(settings, sockets)
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import os
 import signal
 import socket
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -29,6 +31,21 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield  # ``run_worker`` handles signals for both servers
+
+
+PORTS_FILE = "ports.json"
+
+
+def write_ports(data_dir: Path, host: str, *, api_port: int, pci_port: int) -> Path:
+    """``<data dir>/ports.json``: the ports actually bound (``--api-port 0`` picks a free one),
+    for harnesses that start ``cardkeep serve`` and need to know where it listens. Atomic."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / PORTS_FILE
+    doc = {"host": host, "api": api_port, "pci": pci_port, "pid": os.getpid()}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc) + "\n", "utf-8")
+    tmp.replace(path)
+    return path
 
 
 def bind(host: str, port: int) -> socket.socket:

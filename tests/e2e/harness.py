@@ -3,6 +3,7 @@ file on disk, the server's log captured to a file that tests can scan."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -65,9 +66,19 @@ class Server:
         return self.log_path.read_text("utf-8", errors="replace")
 
 
-def _start(data_dir: Path, workers: int, env: dict[str, str] | None) -> Server | None:
-    """Start a server on two free ports; None if a port was taken meanwhile (try again)."""
-    api_port, pci_port = free_port(), free_port()
+def read_ports(data_dir: Path, pid: int) -> tuple[int, int] | None:
+    """The (API, PCI) ports that the server with ``pid`` wrote to ``ports.json``, once it has."""
+    try:
+        doc = json.loads((data_dir / "ports.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if doc.get("pid") != pid:
+        return None  # a file left by an earlier server
+    return int(doc["api"]), int(doc["pci"])
+
+
+def _start(data_dir: Path, workers: int, env: dict[str, str] | None) -> Server:
+    """Start a server on free ports (``--api-port 0``) and wait until both listeners answer."""
     log_path = data_dir / "server.log"
     full_env = {
         **os.environ,
@@ -76,28 +87,30 @@ def _start(data_dir: Path, workers: int, env: dict[str, str] | None) -> Server |
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(data_dir)]
-    cmd += ["--api-port", str(api_port), "--pci-port", str(pci_port), "--workers", str(workers)]
+    cmd += ["--api-port", "0", "--pci-port", "0", "--workers", str(workers)]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    server = Server(
-        data_dir, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{pci_port}", log_path, proc
-    )
     deadline = time.monotonic() + 30
+    server: Server | None = None
     while True:
         if proc.poll() is not None:
-            if "address already in use" in server.log_text().lower():
-                return None
-            raise RuntimeError(f"cardkeep exited early:\n{server.log_text()}")
-        try:
-            urls = (server.api_url, server.pci_url)
-            if all(httpx.get(f"{u}/health", timeout=1).status_code == 200 for u in urls):
-                return server
-        except httpx.HTTPError:
-            pass
+            raise RuntimeError(f"cardkeep exited early:\n{log_path.read_text('utf-8')}")
+        if server is None:
+            ports = read_ports(data_dir, proc.pid)
+            if ports is not None:
+                api, pci = (f"http://127.0.0.1:{port}" for port in ports)
+                server = Server(data_dir, api, pci, log_path, proc)
+        if server is not None:
+            try:
+                urls = (server.api_url, server.pci_url)
+                if all(httpx.get(f"{u}/health", timeout=1).status_code == 200 for u in urls):
+                    return server
+            except httpx.HTTPError:
+                pass
         if time.monotonic() > deadline:
             _stop(proc)
-            raise RuntimeError(f"cardkeep did not start:\n{server.log_text()}")
-        time.sleep(0.1)
+            raise RuntimeError(f"cardkeep did not start:\n{log_path.read_text('utf-8')}")
+        time.sleep(0.05)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -114,12 +127,7 @@ def run_server(
     data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
 ) -> Iterator[Server]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    for _ in range(5):
-        server = _start(data_dir, workers, env)
-        if server is not None:
-            break
-    else:
-        raise RuntimeError("no free ports for cardkeep after 5 tries")
+    server = _start(data_dir, workers, env)
     try:
         yield server
     finally:

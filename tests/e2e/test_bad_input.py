@@ -197,9 +197,10 @@ def test_a_valid_key_under_another_scheme_is_refused(
             headers={"version": VERSION, "Authorization": f"{scheme} {merchant.key}"},
             json=SI_FIELDS,
         )
-        problem(r, 401, "unauthorized")
+        body = problem(r, 401, "unauthorized")
         assert r.headers["www-authenticate"] == 'Basic realm="cardkeep"'
         assert merchant.key not in r.text
+        assert "must use the Basic scheme" in body["detail"], body
 
 
 @pytest.mark.parametrize("listener", ["api", "pci"])

@@ -119,3 +119,72 @@ def test_serve_refuses_a_vault_key_the_stored_cards_were_not_sealed_under(tmp_pa
     r = cardkeep("sweep", "--data-dir", str(tmp_path), env=env)
     assert r.returncode == 1
     assert "CARDKEEP_VAULT_KEY is not base64" in r.stderr
+
+
+def test_help_of_every_command_exits_0() -> None:
+    for command in (
+        [],
+        ["serve"],
+        ["migrate"],
+        ["sweep"],
+        ["accounts"],
+        ["accounts", "create"],
+        ["accounts", "list"],
+    ):
+        r = cardkeep(*command, "--help")
+        assert r.returncode == 0, (command, r.stderr)
+        assert "Usage:" in r.stdout
+        assert "Error" not in r.stderr
+
+
+def test_port_0_reports_the_real_ports_in_the_banner_and_ports_json(tmp_path: Path) -> None:
+    import json
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cardkeep",
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--api-port",
+            "0",
+            "--pci-port",
+            "0",
+            "--sandbox-account",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        banner = []
+        for line in proc.stderr:
+            banner.append(line)
+            if "sandbox key:" in line:
+                break
+        text = "".join(banner)
+        doc = json.loads((tmp_path / "ports.json").read_text("utf-8"))
+        assert doc["pid"] == proc.pid
+        assert doc["api"] > 0
+        assert doc["pci"] > 0
+        assert doc["api"] != doc["pci"]
+        assert f"API listener: http://127.0.0.1:{doc['api']}\n" in text
+        assert f"PCI listener: http://127.0.0.1:{doc['pci']}\n" in text
+        assert ":0\n" not in text
+        for port in (doc["api"], doc["pci"]):
+            for _ in range(100):
+                try:
+                    assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError(f"nothing answers on port {port}")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)

@@ -82,6 +82,16 @@ def basic_credential(header: str | None) -> str | None:
     return user if sep and user else value
 
 
+def missing_credential_detail(header: str | None) -> str:
+    """Why no credential was found: absent, or sent under another scheme than Basic."""
+    scheme = (header or "").strip().partition(" ")[0]
+    if scheme and scheme.lower() != "basic":
+        return (
+            "The Authorization header must use the Basic scheme: Authorization: Basic <secret key>."
+        )
+    return "The secret key is missing."
+
+
 def _contains_card_data(value: Any) -> bool:
     if isinstance(value, dict):
         return any(
@@ -207,11 +217,12 @@ class Edge:
                     if isinstance(value, str) and len(value) > MAX_PATH_ID_LENGTH:
                         raise NotFound("No object with that id.")
                 release = resolve_release(request.headers.get("version")) if version else None
-                credential = basic_credential(request.headers.get("authorization"))
+                header = request.headers.get("authorization")
+                credential = basic_credential(header)
                 account = None
                 if auth == "key":
                     if credential is None:
-                        raise HttpProblem("unauthorized", "The secret key is missing.")
+                        raise HttpProblem("unauthorized", missing_credential_detail(header))
                     account = await run_in_threadpool(self._authenticate, credential)
                 body = decode_json(await read_body(request))
                 if self._rejects_card_data and _contains_card_data(body):
