@@ -1,31 +1,44 @@
 """The composition root: Settings → storage, vault, acquirer, clock → services → the two apps.
 
-The only module (with the CLI) that may import both the API side and the cardholder-data side.
+The only module (with the CLI) that constructs adapters and may import both the API side and the
+cardholder-data side. Tests and deployments build through the same functions:
+
+- ``storage_for(settings)``: the storage adapter the database URL names;
+- ``build_pci(settings, *, storage, clock, vault, acquirer)``: the PCI listener's app and what it
+  owns — the vault, the acquirer, and the charger (the only holder of key material);
+- ``build_api(settings, *, storage, clock, charger)``: the API listener's app and its services;
+- ``Runtime``: both, over one storage, with the PCI side's charger in process, as ``serve`` and the
+  CLI run them (``with Runtime.open(settings) as rt: ...``).
+
+Anything passed in is the caller's to close; anything built here is closed by ``close()``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import TracebackType
 
 from starlette.types import ASGIApp
 
 from cardkeep.api.app import create_api_app
+from cardkeep.cde import vault_store
+from cardkeep.cde.acquirers.base import Acquirer
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
 from cardkeep.cde.app import create_pci_app
 from cardkeep.cde.charger import VaultCharger
+from cardkeep.cde.intake import CardIntake
 from cardkeep.cde.keys import VaultKeyError, load_key
-from cardkeep.cde.tokenize import CardIntake
 from cardkeep.cde.vault import Vault
 from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
 from cardkeep.domain.errors import Unauthorized
-from cardkeep.domain.ids import IdFactory, Prefix
+from cardkeep.domain.ids import IdFactory
 from cardkeep.service.context import Context, Policy
 from cardkeep.service.facade import Services
-from cardkeep.service.ports import Clock
+from cardkeep.service.ports import Charger, Clock, Storage
 from cardkeep.storage import sqlite
 
 SANDBOX_KEY_FILE = "sandbox-key.txt"
@@ -36,51 +49,170 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class Container:
-    settings: Settings
-    services: Services
-    acquirer: SandboxAcquirer
-    api_app: ASGIApp
-    pci_app: ASGIApp
-
-    def close(self) -> None:
-        self.services.ctx.storage.close()
+def storage_for(settings: Settings) -> Storage:
+    """The storage adapter for the database URL (only SQLite for now)."""
+    database = settings.database
+    if database.engine == "sqlite":
+        return sqlite.SqliteStorage(database.path)
+    raise AssertionError(f"no storage adapter for {database.engine}")  # Database.parse refuses
 
 
 def migrate(settings: Settings) -> list[int]:
-    return sqlite.migrate(settings.sqlite_path)
+    """Apply pending migrations to the database the settings name; the versions applied now."""
+    database = settings.database
+    if database.engine == "sqlite":
+        return sqlite.migrate(database.path)
+    raise AssertionError(f"no migrations for {database.engine}")
 
 
-def build(settings: Settings, *, clock: Clock | None = None) -> Container:
-    storage = sqlite.SqliteStorage(settings.sqlite_path)
-    ids = IdFactory(os.urandom)
-    clock = clock or SystemClock()
-    key = load_key(settings.data_dir, env_value=settings.vault_key)
-    with storage.transaction(write=False) as uow:
-        missing = uow.vault_records.key_ids() - {key.key_id}
-    if missing:
-        storage.close()
-        raise VaultKeyError(
-            f"stored cards were sealed under vault keys {sorted(missing)}, but the loaded key is "
-            f"{key.key_id}: start with the key the cards were stored under"
-        )
-    vault = Vault(key, lambda: ids.new(Prefix.VAULT_TOKEN))
-    acquirer = SandboxAcquirer(allow_prod=settings.allow_prod_on_sandbox_acquirer)
-    policy = Policy(
+def _policy(settings: Settings) -> Policy:
+    return Policy(
         currencies=settings.currencies,
         recovery_after=timedelta(seconds=settings.recovery_after),
     )
-    ctx = Context(storage, clock, ids, VaultCharger(vault, acquirer), policy)
-    services = Services.build(ctx, settings.card_schemes)
-    intake = CardIntake(services.setup_intents, vault, acquirer, ids)
-    return Container(
-        settings,
-        services,
-        acquirer,
-        create_api_app(services),
-        create_pci_app(services, intake),
-    )
+
+
+def _services(settings: Settings, storage: Storage, clock: Clock, charger: Charger) -> Services:
+    ctx = Context(storage, clock, IdFactory(os.urandom), charger, _policy(settings))
+    return Services.build(ctx, settings.card_schemes)
+
+
+@dataclass
+class _Owner:
+    """Closes what the builder made (not what the caller passed in)."""
+
+    closers: list[Storage] = field(default_factory=list)
+
+    def close(self) -> None:
+        while self.closers:
+            self.closers.pop().close()
+
+
+@dataclass
+class PciSide:
+    """The PCI listener and the cardholder-data pieces it owns."""
+
+    app: ASGIApp
+    services: Services
+    storage: Storage
+    vault: Vault
+    acquirer: Acquirer
+    charger: VaultCharger
+    intake: CardIntake
+    owner: _Owner
+
+    def close(self) -> None:
+        self.owner.close()
+
+
+@dataclass
+class ApiSide:
+    """The API listener and its services (no key material: charges go through ``charger``)."""
+
+    app: ASGIApp
+    services: Services
+    storage: Storage
+    owner: _Owner
+
+    def close(self) -> None:
+        self.owner.close()
+
+
+def _check_vault_key(storage: Storage, vault: Vault) -> None:
+    with storage.transaction(write=False) as uow:
+        missing = vault_store.key_ids(uow) - {vault.key_id}
+    if missing:
+        raise VaultKeyError(
+            f"stored cards were sealed under vault keys {sorted(missing)}, but the loaded key is "
+            f"{vault.key_id}: start with the key the cards were stored under"
+        )
+
+
+def build_pci(
+    settings: Settings,
+    *,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
+    vault: Vault | None = None,
+    acquirer: Acquirer | None = None,
+) -> PciSide:
+    owner = _Owner()
+    if storage is None:
+        storage = storage_for(settings)
+        owner.closers.append(storage)
+    try:
+        if vault is None:
+            vault = Vault(load_key(settings.data_dir, env_value=settings.vault_key))
+        _check_vault_key(storage, vault)
+    except BaseException:
+        owner.close()
+        raise
+    if acquirer is None:
+        acquirer = SandboxAcquirer(allow_prod=settings.allow_prod_on_sandbox_acquirer)
+    charger = VaultCharger(storage, vault, acquirer)
+    services = _services(settings, storage, clock or SystemClock(), charger)
+    intake = CardIntake(services.setup_intents, vault, acquirer, services.ctx.ids)
+    app = create_pci_app(services, intake)
+    return PciSide(app, services, storage, vault, acquirer, charger, intake, owner)
+
+
+def build_api(
+    settings: Settings,
+    *,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
+    charger: Charger,
+) -> ApiSide:
+    """The API listener. ``charger`` is how it reaches the cardholder-data side: the PCI side's
+    charger in process (until the processes are split)."""
+    owner = _Owner()
+    if storage is None:
+        storage = storage_for(settings)
+        owner.closers.append(storage)
+    services = _services(settings, storage, clock or SystemClock(), charger)
+    return ApiSide(create_api_app(services), services, storage, owner)
+
+
+@dataclass
+class Runtime:
+    """Both listeners over one storage, as one process runs them; a context manager."""
+
+    settings: Settings
+    storage: Storage
+    pci: PciSide
+    api: ApiSide
+
+    @classmethod
+    def open(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
+        storage = storage_for(settings)
+        try:
+            pci = build_pci(settings, storage=storage, clock=clock)
+        except BaseException:
+            storage.close()
+            raise
+        api = build_api(settings, storage=storage, clock=clock, charger=pci.charger)
+        return cls(settings, storage, pci, api)
+
+    @property
+    def services(self) -> Services:
+        """The API side's use cases (accounts, intents, the sweeper)."""
+        return self.api.services
+
+    def close(self) -> None:
+        self.api.close()
+        self.pci.close()
+        self.storage.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def ensure_sandbox_account(settings: Settings, services: Services) -> str:

@@ -17,7 +17,7 @@ from cardkeep.domain.errors import DomainError
 def _settings(**overrides: Any) -> Settings:
     try:
         settings = from_env().with_overrides(**overrides)
-        settings.sqlite_path  # noqa: B018 - validates the database URL early
+        settings.database  # noqa: B018 - validates the database URL early
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from exc
     return settings
@@ -75,7 +75,7 @@ def serve(
     sandbox_account: bool,
 ) -> None:
     """Run the API and PCI listeners (applies pending migrations first)."""
-    from cardkeep.bootstrap import build, ensure_sandbox_account, migrate
+    from cardkeep.bootstrap import Runtime, ensure_sandbox_account, migrate
     from cardkeep.serve import bind, write_ports
     from cardkeep.serve import serve as run
 
@@ -90,11 +90,8 @@ def serve(
     applied = migrate(settings)
     if applied:
         click.echo(f"applied migrations {applied}", err=True)
-    container = build(settings)  # refuses a bad vault key before anything is bound
-    try:
-        key = ensure_sandbox_account(settings, container.services) if sandbox_account else None
-    finally:
-        container.close()
+    with Runtime.open(settings) as runtime:  # refuses a bad vault key before anything is bound
+        key = ensure_sandbox_account(settings, runtime.services) if sandbox_account else None
     try:
         sockets = [bind(settings.host, settings.api_port), bind(settings.host, settings.pci_port)]
     except OSError as exc:
@@ -130,13 +127,10 @@ def migrate(data_dir: Path | None, database_url: str | None) -> None:
 @database_url_option
 def sweep(data_dir: Path | None, database_url: str | None) -> None:
     """Run the sweeper once: persist due expiries and settle charges whose outcome was unknown."""
-    from cardkeep.bootstrap import build
+    from cardkeep.bootstrap import Runtime
 
-    container = build(_settings(data_dir=data_dir, database_url=database_url))
-    try:
-        report = container.services.sweeper.run_once()
-    finally:
-        container.close()
+    with Runtime.open(_settings(data_dir=data_dir, database_url=database_url)) as runtime:
+        report = runtime.services.sweeper.run_once()
     click.echo(
         f"expired setup intents: {report.setup_intents}, payment intents: "
         f"{report.payment_intents}, recovered charges: {report.recovered_charges}",
@@ -158,18 +152,16 @@ def accounts() -> None:
 @database_url_option
 def accounts_create(name: str, mode: str, data_dir: Path | None, database_url: str | None) -> None:
     """Create an account; prints only its secret key on stdout (details on stderr)."""
-    from cardkeep.bootstrap import build
+    from cardkeep.bootstrap import Runtime
     from cardkeep.bootstrap import migrate as apply
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
     apply(settings)
-    container = build(settings)
-    try:
-        account, key = container.services.accounts.create(name, Mode(mode))
-    except DomainError as exc:
-        raise click.UsageError(exc.detail) from exc
-    finally:
-        container.close()
+    with Runtime.open(settings) as runtime:
+        try:
+            account, key = runtime.services.accounts.create(name, Mode(mode))
+        except DomainError as exc:
+            raise click.UsageError(exc.detail) from exc
     click.echo(f"created {account.mode.value} account {account.id} ({account.name})", err=True)
     sys.stdout.write(key + "\n")
 
@@ -179,11 +171,8 @@ def accounts_create(name: str, mode: str, data_dir: Path | None, database_url: s
 @database_url_option
 def accounts_list(data_dir: Path | None, database_url: str | None) -> None:
     """List accounts: id, mode, name."""
-    from cardkeep.bootstrap import build
+    from cardkeep.bootstrap import Runtime
 
-    container = build(_settings(data_dir=data_dir, database_url=database_url))
-    try:
-        for account in container.services.accounts.list():
+    with Runtime.open(_settings(data_dir=data_dir, database_url=database_url)) as runtime:
+        for account in runtime.services.accounts.list():
             click.echo(f"{account.id}\t{account.mode.value}\t{account.name}")
-    finally:
-        container.close()

@@ -21,6 +21,26 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class Database:
+    """A parsed database URL: the engine and where its data lives."""
+
+    engine: str
+    path: Path
+
+    @classmethod
+    def parse(cls, url: str | None, data_dir: Path) -> Database:
+        if url is None:
+            return cls("sqlite", data_dir / "cardkeep.db")
+        if url.startswith("sqlite:///"):
+            return cls("sqlite", Path(url[len("sqlite:///") :]))
+        if url.startswith(("postgres://", "postgresql://")):
+            raise SettingsError(
+                "PostgreSQL is not supported by this version of cardkeep yet; use a sqlite:/// URL"
+            )
+        raise SettingsError(f"unsupported database URL scheme in {url.split(':', 1)[0]!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("var")
     database_url: str | None = None
@@ -43,17 +63,9 @@ class Settings:
         return f"Settings({shown})"
 
     @property
-    def sqlite_path(self) -> Path:
-        url = self.database_url
-        if url is None:
-            return self.data_dir / "cardkeep.db"
-        if url.startswith("sqlite:///"):
-            return Path(url[len("sqlite:///") :])
-        if url.startswith(("postgres://", "postgresql://")):
-            raise SettingsError(
-                "PostgreSQL is not supported by this version of cardkeep yet; use a sqlite:/// URL"
-            )
-        raise SettingsError(f"unsupported database URL scheme in {url.split(':', 1)[0]!r}")
+    def database(self) -> Database:
+        """The database the URL names (default: SQLite in the data directory)."""
+        return Database.parse(self.database_url, self.data_dir)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -20,9 +20,9 @@ from typing import Any
 import uvicorn
 from starlette.concurrency import run_in_threadpool
 
-from cardkeep.bootstrap import build
+from cardkeep.bootstrap import Runtime
 from cardkeep.config import Settings
-from cardkeep.web.logs import configure, get_logger
+from cardkeep.logs import configure, get_logger
 
 log = get_logger("cardkeep.serve")
 
@@ -57,10 +57,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _sweep_forever(settings: Settings, container: Any, stop: asyncio.Event) -> None:
+async def _sweep_forever(settings: Settings, runtime: Runtime, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            report = await run_in_threadpool(container.services.sweeper.run_once)
+            report = await run_in_threadpool(runtime.services.sweeper.run_once)
             if report.setup_intents or report.payment_intents or report.recovered_charges:
                 log.info(
                     "sweep",
@@ -75,9 +75,9 @@ async def _sweep_forever(settings: Settings, container: Any, stop: asyncio.Event
 
 
 async def _serve(settings: Settings, sockets: list[socket.socket], sweeper: bool) -> None:
-    container = build(settings)
+    runtime = Runtime.open(settings)
     servers = []
-    for app in (container.api_app, container.pci_app):
+    for app in (runtime.api.app, runtime.pci.app):
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", server_header=False
         )
@@ -94,11 +94,11 @@ async def _serve(settings: Settings, sockets: list[socket.socket], sweeper: bool
         loop.add_signal_handler(sig, request_stop)
     tasks = [server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True)]
     if sweeper:
-        tasks.append(_sweep_forever(settings, container, stop))
+        tasks.append(_sweep_forever(settings, runtime, stop))
     try:
         await asyncio.gather(*tasks)
     finally:
-        container.close()
+        runtime.close()
 
 
 def run_worker(settings: Settings, sockets: list[socket.socket], sweeper: bool) -> None:

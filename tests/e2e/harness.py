@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from cardkeep.bootstrap import build
+from cardkeep.bootstrap import Runtime
 from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
 
@@ -55,11 +55,8 @@ class Server:
 
     def create_account(self, name: str = "merchant", mode: str = "sandbox") -> str:
         """A new account's secret key (through the service, on the server's own database)."""
-        container = build(Settings(data_dir=self.data_dir))
-        try:
-            _, key = container.services.accounts.create(name, Mode(mode))
-        finally:
-            container.close()
+        with Runtime.open(Settings(data_dir=self.data_dir)) as runtime:
+            _, key = runtime.services.accounts.create(name, Mode(mode))
         return key
 
     def log_text(self) -> str:

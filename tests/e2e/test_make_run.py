@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from cardkeep.bootstrap import build
+from cardkeep.bootstrap import Runtime
 from cardkeep.config import Settings
 from tests.e2e.harness import VERSION, free_port
 
@@ -216,9 +216,6 @@ def test_make_run_first_start_creates_and_keeps_a_sandbox_key(tmp_path: Path) ->
 
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text("ascii").strip() == key
-    container = build(Settings(data_dir=data_dir))
-    try:
-        accounts = container.services.accounts.list()
-    finally:
-        container.close()
+    with Runtime.open(Settings(data_dir=data_dir)) as runtime:
+        accounts = runtime.services.accounts.list()
     assert [(a.name, a.mode.value) for a in accounts] == [("sandbox", "sandbox")]

@@ -12,15 +12,17 @@ from typing import Any
 
 import pytest
 
+from cardkeep.cde import vault_store
+from cardkeep.cde.vault import SealedCard
 from cardkeep.domain.account import Account, Mode
 from cardkeep.domain.card import CardOnFile, Expiry, Scheme
-from cardkeep.domain.errors import Unavailable
-from cardkeep.domain.events import setup_intent_event
+from cardkeep.domain.errors import Conflict, Unavailable
+from cardkeep.domain.events import DomainEvent, change_event
 from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import Status as PI
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SI
-from cardkeep.service.ports import SealedCard, Storage
+from cardkeep.service.ports import Storage
 from cardkeep.storage import sqlite
 from cardkeep.storage.memory import MemoryStorage
 from tests.factories import T0, make_pi, make_si
@@ -30,6 +32,12 @@ ACCOUNT = Account("acc_1", "one", Mode.SANDBOX, T0)
 
 def si(id_: str = "si_sandbox_1", status: SI = SI.CREATED, **changes: Any) -> SetupIntent:
     return make_si(status, id_=id_, account_id=ACCOUNT.id, **changes)
+
+
+def created_event(event_id: str, intent: SetupIntent) -> DomainEvent:
+    event = change_event(event_id, None, intent)
+    assert event is not None
+    return event
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -86,14 +94,14 @@ def test_rolled_back_change_leaves_no_row_and_no_event(storage: Storage) -> None
     created = si()
     with pytest.raises(RuntimeError), storage.transaction(write=True) as uow:
         uow.setup_intents.add(created)
-        uow.outbox.record(setup_intent_event("evt_1", created, created=True))
+        uow.outbox.record(created_event("evt_1", created))
         raise RuntimeError("crash before commit")
     with storage.transaction(write=False) as uow:
         assert uow.setup_intents.get(ACCOUNT.id, created.id) is None
     assert _outbox_count(storage) == 0
     with storage.transaction(write=True) as uow:
         uow.setup_intents.add(created)
-        uow.outbox.record(setup_intent_event("evt_2", created, created=True))
+        uow.outbox.record(created_event("evt_2", created))
         uow.commit()
     assert _outbox_count(storage) == 1
 
@@ -125,17 +133,34 @@ def test_due_and_charging_queries(storage: Storage) -> None:
         assert [p.id for p in uow.payment_intents.charging(10)] == ["pi_1"]
 
 
-def test_sealed_cards_put_get_delete(storage: Storage) -> None:
+def test_sealed_cards_put_get_forget(storage: Storage) -> None:
     sealed = SealedCard("vt_1", ACCOUNT.id, "k1", b"n" * 12, b"\x00\x01ciphertext", T0)
     with storage.transaction(write=True) as uow:
-        uow.vault_records.put(sealed)
+        vault_store.put(uow, sealed)
         uow.commit()
     with storage.transaction(write=True) as uow:
-        assert uow.vault_records.get("vt_1") == sealed
-        uow.vault_records.delete("vt_1")
+        assert vault_store.get(uow, "vt_1") == sealed
+        assert uow.vault.holds("vt_1")
+        assert vault_store.key_ids(uow) == {"k1"}
+        uow.vault.forget("vt_1")
         uow.commit()
     with storage.transaction(write=False) as uow:
-        assert uow.vault_records.get("vt_1") is None
+        assert vault_store.get(uow, "vt_1") is None
+        assert not uow.vault.holds("vt_1")
+
+
+def test_a_write_that_collides_is_a_conflict_and_changes_nothing(storage: Storage) -> None:
+    with storage.transaction(write=True) as uow:
+        uow.setup_intents.add(si("si_dup"))
+        uow.commit()
+    with pytest.raises(Conflict), storage.transaction(write=True) as uow:
+        uow.setup_intents.add(si("si_other"))
+        uow.setup_intents.add(si("si_dup"))  # the same id again
+    with pytest.raises(Conflict), storage.transaction(write=True) as uow:
+        uow.setup_intents.add(make_si(id_="si_orphan", account_id="acc_nobody"))
+    with storage.transaction(write=False) as uow:
+        assert uow.setup_intents.get(ACCOUNT.id, "si_other") is None
+        assert uow.setup_intents.find("si_orphan") is None
 
 
 # -- SQLite only ---------------------------------------------------------------------------------
@@ -189,10 +214,10 @@ def test_sqlite_secure_delete_leaves_no_ciphertext_behind(tmp_path: Path) -> Non
     marker = b"CIPHERTEXT-MARKER-" * 8
     with store.transaction(write=True) as uow:
         uow.accounts.add(ACCOUNT)
-        uow.vault_records.put(SealedCard("vt_1", ACCOUNT.id, "k1", b"n" * 12, marker, T0))
+        vault_store.put(uow, SealedCard("vt_1", ACCOUNT.id, "k1", b"n" * 12, marker, T0))
         uow.commit()
     with store.transaction(write=True) as uow:
-        uow.vault_records.delete("vt_1")
+        uow.vault.forget("vt_1")
         uow.commit()
     store.close()
     with sqlite3.connect(path) as conn:

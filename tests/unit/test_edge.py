@@ -9,11 +9,12 @@ import json
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.testclient import TestClient
 
-from cardkeep.web import logs
+from cardkeep import logs
 from cardkeep.web.common import assemble
-from cardkeep.web.edge import basic_credential, resolve_release
+from cardkeep.web.credentials import basic_credential
+from cardkeep.web.release import resolve_release
+from tests.world import SyncClient
 
 
 def test_unexpected_exception_is_a_bare_problem_500() -> None:
@@ -24,8 +25,11 @@ def test_unexpected_exception_is_a_bare_problem_500() -> None:
         raise RuntimeError("card 5200000000001005 went wrong")
 
     app = assemble([Route("/boom", boom)], "api")
-    with TestClient(app, raise_server_exceptions=False) as client:
+    client = SyncClient(app, "http://api.cardkeep.test", {})
+    try:
         r = client.get("/boom", headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+    finally:
+        client.close()
     assert r.status_code == 500
     assert r.headers["content-type"] == "application/problem+json"
     body = r.json()

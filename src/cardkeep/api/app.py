@@ -8,7 +8,8 @@ from starlette.types import ASGIApp
 from cardkeep.api.routes import payment_intents, sandbox, setup_intents
 from cardkeep.service.facade import Services
 from cardkeep.web.common import assemble, health_route
-from cardkeep.web.edge import Edge, not_implemented
+from cardkeep.web.pipeline import Edge
+from cardkeep.web.problems import not_implemented
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 

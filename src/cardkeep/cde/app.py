@@ -10,13 +10,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from cardkeep.cde.tokenize import CardIntake, read_card
+from cardkeep.cde.card_request import read_card
+from cardkeep.cde.intake import CardIntake
 from cardkeep.domain.errors import ValidationFailed
 from cardkeep.service.facade import Services
-from cardkeep.web import wire
+from cardkeep.web import requests, responses
 from cardkeep.web.common import assemble, health_route
-from cardkeep.web.edge import Call, Edge, not_implemented
 from cardkeep.web.fields import Errors
+from cardkeep.web.pipeline import Call, Edge
+from cardkeep.web.problems import not_implemented
 
 
 def create_pci_app(services: Services, intake: CardIntake) -> ASGIApp:
@@ -29,13 +31,13 @@ def create_pci_app(services: Services, intake: CardIntake) -> ASGIApp:
         errors: Errors = {}
         now = services.ctx.now(call.account)
         card = read_card(call.body, errors, accepted, now)
-        cmd = wire.setup_intent_command(call.body, errors)  # raises with card errors too
+        cmd = requests.setup_intent_command(call.body, errors)  # raises with card errors too
         if card is None:  # read_card recorded why
             raise ValidationFailed(
                 errors or {"CardDetails": ["The CardDetails field is required."]}
             )
         si = await call.run(intake.create, call.account, cmd, card)
-        return call.ok(wire.setup_intent_json(si, schemes))
+        return call.ok(responses.setup_intent_json(si, schemes))
 
     routes: list[BaseRoute] = [
         health_route(services),

@@ -1,44 +1,60 @@
-"""The Charger the service uses: opens the sealed card and sends the MIT charge to the acquirer.
+"""The Charger the service uses: loads the sealed card by token, opens it, and sends the MIT
+charge to the acquirer with the card's network transaction id.
 
-The plaintext PAN exists only inside these calls, in memory.
+The plaintext PAN exists only inside these calls, in memory. The sealed card is read in its own
+short read transaction: nothing is held open across the acquirer call.
 """
 
 from __future__ import annotations
 
-from cardkeep.cde.acquirers.base import Acquirer
+from cardkeep.cde import vault_store
+from cardkeep.cde.acquirers.base import Acquirer, MitCharge
+from cardkeep.cde.pan import CardNumber
 from cardkeep.cde.vault import Vault, VaultError
-from cardkeep.domain.card import CardNumber
-from cardkeep.service.ports import ChargeOutcome, ChargeRequest, ChargeResult
-from cardkeep.web.logs import get_logger
+from cardkeep.logs import get_logger
+from cardkeep.service.ports import ChargeOutcome, ChargeRequest, ChargeResult, Storage
 
 log = get_logger("cardkeep.charger")
 UNREADABLE = "The card on file cannot be read with the loaded vault key"
+NOT_ON_FILE = "The card is no longer on file"
 
 
 class VaultCharger:
-    def __init__(self, vault: Vault, acquirer: Acquirer) -> None:
+    def __init__(self, storage: Storage, vault: Vault, acquirer: Acquirer) -> None:
+        self._storage = storage
         self._vault = vault
         self._acquirer = acquirer
 
-    def _open(self, request: ChargeRequest) -> CardNumber | None:
+    def _open(self, request: ChargeRequest) -> CardNumber | str:
+        """The card, or why it cannot be opened."""
+        with self._storage.transaction(write=False) as uow:
+            sealed = vault_store.get(uow, request.token)
+        if sealed is None or sealed.account_id != request.account_id:
+            return NOT_ON_FILE
         try:
-            return self._vault.open(request.card)
+            return self._vault.open(sealed)
         except VaultError as exc:
-            log.error("vault_open_failed", token=request.card.token, reason=str(exc))
-            return None
+            log.error("vault_open_failed", token=request.token, reason=str(exc))
+            return UNREADABLE
+
+    def _mit(self, request: ChargeRequest, pan: CardNumber) -> MitCharge:
+        return MitCharge(
+            request.mode,
+            pan,
+            request.expiry,
+            request.amount,
+            request.idempotency_key,
+            request.network_transaction_id,
+        )
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
         pan = self._open(request)
-        if pan is None:  # nothing reached the acquirer: a definite failure, not an unknown one
-            return ChargeOutcome(ChargeResult.FAILED, UNREADABLE)
-        return self._acquirer.charge(
-            request.mode, pan, request.expiry, request.amount, request.idempotency_key
-        )
+        if isinstance(pan, str):  # nothing reached the acquirer: a definite failure
+            return ChargeOutcome(ChargeResult.FAILED, pan)
+        return self._acquirer.charge(self._mit(request, pan))
 
     def status(self, request: ChargeRequest) -> ChargeOutcome:
         pan = self._open(request)
-        if pan is None:  # the first attempt may have reached the acquirer: stay unknown
-            return ChargeOutcome(ChargeResult.UNKNOWN, UNREADABLE)
-        return self._acquirer.status(
-            request.mode, pan, request.expiry, request.amount, request.idempotency_key
-        )
+        if isinstance(pan, str):  # the first attempt may have reached the acquirer: stay unknown
+            return ChargeOutcome(ChargeResult.UNKNOWN, pan)
+        return self._acquirer.status(self._mit(request, pan))

@@ -8,33 +8,51 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cardkeep.cde.keys import VaultKey
-from cardkeep.domain.card import CardNumber
-from cardkeep.service.ports import SealedCard
+from cardkeep.cde.pan import CardNumber
+from cardkeep.domain.ids import IdFactory, Prefix
 
 
 class VaultError(Exception):
     """A sealed card could not be opened (wrong key, tampered ciphertext)."""
 
 
+@dataclass(frozen=True, slots=True)
+class SealedCard:
+    """A PAN as AES-256-GCM ciphertext with its key id; opaque outside the vault."""
+
+    token: str
+    account_id: str
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+    created_at: datetime
+
+
 class Vault:
-    def __init__(self, key: VaultKey, new_token: Callable[[], str]) -> None:
+    def __init__(self, key: VaultKey, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self._key = key
         self._aead = AESGCM(key.material)
-        self._new_token = new_token
+        self._random_bytes = random_bytes
+        self._ids = IdFactory(random_bytes)
+
+    @property
+    def key_id(self) -> str:
+        return self._key.key_id
 
     @staticmethod
     def _aad(token: str, account_id: str) -> bytes:
         return f"cardkeep-vault-v1|{token}|{account_id}".encode()
 
     def seal(self, account_id: str, pan: CardNumber, now: datetime) -> SealedCard:
-        token = self._new_token()
-        nonce = os.urandom(12)
+        token = self._ids.new(Prefix.VAULT_TOKEN)
+        nonce = self._random_bytes(12)
         ciphertext = self._aead.encrypt(
             nonce, pan.digits.encode("ascii"), self._aad(token, account_id)
         )

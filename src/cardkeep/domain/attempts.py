@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from cardkeep.domain.card import CardOnFile
+
+
+class AttemptType(StrEnum):
+    """Dojo's payment event types, as ``setupEvents``/``paymentEvents`` spell them."""
+
+    AUTHORIZED = "Authorized"
+    DECLINED = "Declined"
+    CAPTURED = "Captured"
+    ERROR = "Error"
 
 
 @dataclass(frozen=True, slots=True)
 class AuthAttempt:
     """One acquirer answer about a card: an entry of ``setupEvents``/``paymentEvents``.
 
-    ``event_type`` is one of Dojo's payment event types (Authorized, Declined, Captured, Error).
     The card is the masked card on file; no PAN or CVV is ever held here.
     """
 
     transaction_id: str
     at: datetime
-    event_type: str
+    event_type: AttemptType
     message: str
     auth_code: str | None
     card: CardOnFile | None

@@ -1,8 +1,9 @@
-"""Card value objects: CardNumber (Luhn, scheme, masking), Expiry, Cvv, and the masked CardOnFile.
+"""Card rules that need no card data type: Luhn, scheme prefixes, masking, finding PANs in text,
+the expiry month, and the masked card kept on file.
 
-Everything here prints masked: ``repr``/``str`` never show more than the first six and last four
-digits of a PAN, and never any digit of a CVV. CardNumber and Cvv refuse to be pickled, so they
-cannot slip into a queue or a cache by accident.
+The PAN and CVV value types live in ``cardkeep.cde.pan``; nothing outside ``cde/`` may hold one.
+These pure rules are what everyone else needs: the request guard that refuses card numbers in free
+text (``looks_like_pan``), log redaction (``mask_pans``) and rendering (``mask``). Written once.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import NoReturn
 
 MAX_YEARS_AHEAD = 20
+PAN_MIN_DIGITS = 12
+PAN_MAX_DIGITS = 19
 
 
 class Scheme(StrEnum):
@@ -39,108 +41,79 @@ def luhn_ok(digits: str) -> bool:
 
 def _in_range(digits: str, lo: int, hi: int) -> bool:
     width = len(str(lo))
-    return lo <= int(digits[:width]) <= hi
+    head = digits[:width]
+    return len(head) == width and lo <= int(head) <= hi
 
 
-def detect_scheme(digits: str) -> Scheme | None:
-    """The scheme of a PAN by its leading digits (IIN ranges), or None when unknown."""
-    n = len(digits)
-    if digits[:2] in ("34", "37") and n == 15:
-        return Scheme.AMEX
-    if (_in_range(digits, 300, 305) or digits[:2] in ("36", "38", "39")) and 14 <= n <= 19:
-        return Scheme.DCI
+def _scheme_by_prefix(digits: str) -> list[tuple[Scheme, range]]:
+    """Every scheme whose IIN prefixes match the leading digits, with the lengths it issues."""
+    found: list[tuple[Scheme, range]] = []
+    if digits[:2] in ("34", "37"):
+        found.append((Scheme.AMEX, range(15, 16)))
+    if _in_range(digits, 300, 305) or digits[:2] in ("36", "38", "39"):
+        found.append((Scheme.DCI, range(14, 20)))
     if (
         digits.startswith("6011")
         or _in_range(digits, 644, 649)
         or digits.startswith("65")
         or _in_range(digits, 622126, 622925)
-    ) and 16 <= n <= 19:
-        return Scheme.DISCOVER
-    if (_in_range(digits, 51, 55) or _in_range(digits, 2221, 2720)) and n == 16:
-        return Scheme.MASTERCARD
-    if digits.startswith("4") and n in (13, 16, 19):
-        return Scheme.VISA
-    if (digits.startswith("50") or _in_range(digits, 56, 69)) and 12 <= n <= 19:
-        return Scheme.MAESTRO
+    ):
+        found.append((Scheme.DISCOVER, range(16, 20)))
+    if _in_range(digits, 51, 55) or _in_range(digits, 2221, 2720):
+        found.append((Scheme.MASTERCARD, range(16, 17)))
+    if digits.startswith("4"):
+        found.append((Scheme.VISA, range(13, 20, 3)))
+    if digits.startswith("50") or _in_range(digits, 56, 69):
+        found.append((Scheme.MAESTRO, range(12, 20)))
+    return found
+
+
+def detect_scheme(digits: str) -> Scheme | None:
+    """The scheme of a PAN by its leading digits (IIN ranges) and length, or None when unknown."""
+    for scheme, lengths in _scheme_by_prefix(digits):
+        if len(digits) in lengths:
+            return scheme
     return None
 
 
-def _no_pickle(obj: object) -> NoReturn:
-    raise TypeError(f"{type(obj).__name__} holds card data and cannot be serialised")
+def mask(digits: str) -> str:
+    """The only form in which a PAN leaves the vault: first six and last four digits."""
+    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
 
 
-class CardNumber:
-    """A Luhn-valid PAN of 12-19 digits with a known scheme. Prints masked."""
-
-    __slots__ = ("_digits", "scheme")
-
-    _STRIP = re.compile(r"[\s-]")
-
-    def __init__(self, raw: str) -> None:
-        digits = self._STRIP.sub("", raw)
-        if not digits.isascii() or not digits.isdigit():
-            raise ValueError("must contain only digits, spaces and dashes")
-        if not 12 <= len(digits) <= 19:
-            raise ValueError("must have 12 to 19 digits")
-        if not luhn_ok(digits):
-            raise ValueError("is not a valid card number")
-        scheme = detect_scheme(digits)
-        if scheme is None:
-            raise ValueError("is not a card of a supported scheme")
-        self._digits = digits
-        self.scheme = scheme
-
-    @property
-    def digits(self) -> str:
-        """The full PAN. Only the vault and the acquirer connectors may read this."""
-        return self._digits
-
-    @property
-    def masked(self) -> str:
-        d = self._digits
-        return d[:6] + "*" * (len(d) - 10) + d[-4:]
-
-    @property
-    def last4(self) -> str:
-        return self._digits[-4:]
-
-    def __repr__(self) -> str:
-        return f"CardNumber({self.masked})"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CardNumber) and other._digits == self._digits
-
-    def __hash__(self) -> int:
-        return hash(("CardNumber", self._digits))
-
-    def __reduce__(self) -> NoReturn:
-        _no_pickle(self)
+# A maximal run of digits, written together or separated by single whitespace characters, dashes,
+# dots or underscores (CONTRACT §2). ASCII digits only: other digit characters are not a PAN.
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[\s._-]?[0-9])*(?![0-9])")
+_SEPARATORS = re.compile(r"[\s._-]")
 
 
-class Cvv:
-    """The card verification value: used for one authorization, held in memory only."""
+def _luhn_run(match: re.Match[str]) -> str | None:
+    """The digits of a run that could be a PAN by length and Luhn, else None."""
+    digits = _SEPARATORS.sub("", match.group(0))
+    if PAN_MIN_DIGITS <= len(digits) <= PAN_MAX_DIGITS and luhn_ok(digits):
+        return digits
+    return None
 
-    __slots__ = ("_digits",)
 
-    def __init__(self, raw: str, scheme: Scheme | None) -> None:
-        want = 4 if scheme is Scheme.AMEX else 3
-        if not raw.isascii() or not raw.isdigit() or len(raw) != want:
-            raise ValueError(f"must be {want} digits")
-        self._digits = raw
+def looks_like_pan(text: str) -> bool:
+    """True when ``text`` holds a Luhn-valid run of 12-19 digits whose prefix belongs to a known
+    card scheme (any scheme, AMEX included, whatever an account accepts)."""
+    for match in _DIGIT_RUN.finditer(text):
+        digits = _luhn_run(match)
+        if digits is not None and _scheme_by_prefix(digits):
+            return True
+    return False
 
-    @property
-    def digits(self) -> str:
-        return self._digits
 
-    def __repr__(self) -> str:
-        return "Cvv(***)"
+def mask_pans(text: str) -> str:
+    """``text`` with every Luhn-valid run of 12-19 digits masked (scheme or not): log redaction
+    errs on the side of hiding."""
 
-    __str__ = __repr__
+    def masked(match: re.Match[str]) -> str:
+        digits = _luhn_run(match)
+        return match.group(0) if digits is None else mask(digits)
 
-    def __reduce__(self) -> NoReturn:
-        _no_pickle(self)
+    return _DIGIT_RUN.sub(masked, text)
 
 
 _EXPIRY = re.compile(r"^\s*(\d{2})\s*/\s*(\d{2}|\d{4})\s*$", re.ASCII)
@@ -185,7 +158,9 @@ class Expiry:
 
 @dataclass(frozen=True, slots=True)
 class CardOnFile:
-    """What cardkeep keeps about a card outside the vault: masked number and a vault token."""
+    """What cardkeep keeps about a card outside the vault: the masked number, a vault token, and
+    the network transaction id of the customer-present verification, which every later
+    merchant-initiated charge must reference (the card schemes' stored-credential rule)."""
 
     masked_number: str
     last4: str
@@ -194,3 +169,4 @@ class CardOnFile:
     expiry: Expiry
     cardholder_name: str | None
     vault_token: str | None
+    network_transaction_id: str | None = None

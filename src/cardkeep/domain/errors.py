@@ -1,27 +1,59 @@
-"""The domain's error tree. Every error has a stable machine ``code``; HTTP statuses live elsewhere.
+"""The error vocabulary: one ``Code`` enum and the domain's exception tree.
+
+Each exception class maps to exactly one (HTTP status, ``Code``) in ``web.errors.TABLE``, the only
+place that knows statuses; two classes may share a code at different statuses. A ``detail`` never
+contains card data.
 
 DomainError
-├── ValidationFailed          code validation_error; ``errors`` maps field paths to messages
-├── InvalidState              code invalid_state (also raised by illegal transitions)
-│   └── IllegalTransition
-├── NotFound                  code not_found
-├── SetupIntentNotUsable      code setup_intent_not_usable
-├── NotMerchantInitiated      code not_merchant_initiated
-├── ChargeInProgress          code charge_in_progress
-├── SandboxOnly               code sandbox_only
-├── Unauthorized              code unauthorized, client_session_secret_{invalid,used,expired}
-└── Unavailable               code service_unavailable (busy storage, unknown acquirer outcome)
+├── ValidationFailed          validation_error; ``errors`` maps field paths to messages
+├── CardDataNotAccepted       card_data_not_accepted
+├── InvalidState              invalid_state
+│   └── IllegalTransition     a transition the table does not allow
+├── NotFound                  not_found
+├── SetupIntentNotUsable      setup_intent_not_usable
+├── NotMerchantInitiated      not_merchant_initiated
+├── ChargeInProgress          charge_in_progress
+├── Conflict                  conflict (a write collided with a stored record)
+├── SandboxOnly               sandbox_only
+├── Unauthorized              unauthorized
+│   ├── ClientSecretInvalid   client_session_secret_invalid
+│   ├── ClientSecretUsed      client_session_secret_used
+│   └── ClientSecretExpired   client_session_secret_expired
+└── Unavailable               service_unavailable (busy storage, unknown acquirer outcome)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
+
+
+class Code(StrEnum):
+    """Every machine code a problem body can carry (CONTRACT §3)."""
+
+    VALIDATION_ERROR = "validation_error"
+    INVALID_VERSION = "invalid_version"
+    CARD_DATA_NOT_ACCEPTED = "card_data_not_accepted"
+    INVALID_STATE = "invalid_state"
+    SETUP_INTENT_NOT_USABLE = "setup_intent_not_usable"
+    NOT_MERCHANT_INITIATED = "not_merchant_initiated"
+    UNAUTHORIZED = "unauthorized"
+    CLIENT_SESSION_SECRET_INVALID = "client_session_secret_invalid"  # noqa: S105 - a code
+    CLIENT_SESSION_SECRET_USED = "client_session_secret_used"  # noqa: S105 - a code
+    CLIENT_SESSION_SECRET_EXPIRED = "client_session_secret_expired"  # noqa: S105 - a code
+    SANDBOX_ONLY = "sandbox_only"
+    NOT_FOUND = "not_found"
+    NOT_IMPLEMENTED = "not_implemented"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CHARGE_IN_PROGRESS = "charge_in_progress"
+    CONFLICT = "conflict"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    INTERNAL_ERROR = "internal_error"
 
 
 class DomainError(Exception):
-    """Base class: a stable ``code`` and a human ``detail`` that never contains card data."""
-
-    code = "domain_error"
+    """Base class: a human ``detail`` that never contains card data."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -29,8 +61,6 @@ class DomainError(Exception):
 
 
 class ValidationFailed(DomainError):
-    code = "validation_error"
-
     def __init__(self, errors: Mapping[str, Sequence[str]]) -> None:
         self.errors = {path: list(msgs) for path, msgs in errors.items()}
         first = next(iter(self.errors.values()), ["The request is not valid."])
@@ -41,8 +71,12 @@ class ValidationFailed(DomainError):
         return cls({path: [message]})
 
 
+class CardDataNotAccepted(DomainError):
+    """Card data where none may be: card fields on the API listener, a PAN in free text."""
+
+
 class InvalidState(DomainError):
-    code = "invalid_state"
+    pass
 
 
 class IllegalTransition(InvalidState):
@@ -50,36 +84,46 @@ class IllegalTransition(InvalidState):
 
 
 class NotFound(DomainError):
-    code = "not_found"
+    pass
 
 
 class SetupIntentNotUsable(DomainError):
-    code = "setup_intent_not_usable"
+    pass
 
 
 class NotMerchantInitiated(DomainError):
-    code = "not_merchant_initiated"
+    pass
 
 
 class ChargeInProgress(DomainError):
-    code = "charge_in_progress"
+    pass
+
+
+class Conflict(DomainError):
+    """A write collided with a record already stored (a duplicate id, a dangling reference)."""
 
 
 class SandboxOnly(DomainError):
-    code = "sandbox_only"
+    pass
 
 
 class Unauthorized(DomainError):
-    code = "unauthorized"
+    pass
 
-    def __init__(self, detail: str, code: str = "unauthorized") -> None:
-        super().__init__(detail)
-        self.code = code
+
+class ClientSecretInvalid(Unauthorized):
+    pass
+
+
+class ClientSecretUsed(Unauthorized):
+    pass
+
+
+class ClientSecretExpired(Unauthorized):
+    pass
 
 
 class Unavailable(DomainError):
-    code = "service_unavailable"
-
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after

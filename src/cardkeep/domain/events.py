@@ -1,6 +1,9 @@
 """Past-tense facts recorded in the outbox with each state change: the source of webhook payloads.
 
-Events carry ids and statuses only, never card data.
+``change_event`` is the one rule that decides whether a change causes an event: a new intent
+(saved for the first time, whatever transitions its draft went through) causes exactly one
+``*.created`` carrying the status it is saved with; a saved intent causes ``*.status_updated`` if
+and only if its public status changed. Events carry ids and statuses only, never card data.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ SETUP_INTENT_STATUS_UPDATED = "setup_intent.status_updated"
 PAYMENT_INTENT_CREATED = "payment_intent.created"
 PAYMENT_INTENT_STATUS_UPDATED = "payment_intent.status_updated"
 
+Intent = SetupIntent | PaymentIntent
+
 
 @dataclass(frozen=True, slots=True)
 class DomainEvent:
@@ -26,25 +31,27 @@ class DomainEvent:
     data: dict[str, str]
 
 
-def setup_intent_event(event_id: str, si: SetupIntent, *, created: bool) -> DomainEvent:
-    return DomainEvent(
-        id=event_id,
-        event=SETUP_INTENT_CREATED if created else SETUP_INTENT_STATUS_UPDATED,
-        account_id=si.account_id,
-        created_at=si.updated_at,
-        data={"setupIntentId": si.id, "setupIntentStatus": si.public_status.value},
-    )
-
-
-def payment_intent_event(event_id: str, pi: PaymentIntent, *, created: bool) -> DomainEvent:
+def change_event(event_id: str, old: Intent | None, new: Intent) -> DomainEvent | None:
+    """The event that saving ``new`` over ``old`` (None: a first save) causes, if any."""
+    created = old is None
+    if old is not None and old.public_status is new.public_status:
+        return None
+    if isinstance(new, SetupIntent):
+        return DomainEvent(
+            id=event_id,
+            event=SETUP_INTENT_CREATED if created else SETUP_INTENT_STATUS_UPDATED,
+            account_id=new.account_id,
+            created_at=new.updated_at,
+            data={"setupIntentId": new.id, "setupIntentStatus": new.public_status.value},
+        )
     return DomainEvent(
         id=event_id,
         event=PAYMENT_INTENT_CREATED if created else PAYMENT_INTENT_STATUS_UPDATED,
-        account_id=pi.account_id,
-        created_at=pi.updated_at,
+        account_id=new.account_id,
+        created_at=new.updated_at,
         data={
-            "paymentIntentId": pi.id,
-            "paymentStatus": pi.public_status.value,
+            "paymentIntentId": new.id,
+            "paymentStatus": new.public_status.value,
             "captureMode": "Auto",
         },
     )

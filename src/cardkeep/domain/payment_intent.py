@@ -1,9 +1,10 @@
 """The payment intent: one merchant-initiated charge of a setup intent's card.
 
-Owns the PaymentIntent record, its statuses and the TRANSITIONS table. "Charged at most once, in
-full" lives here: the only way to Captured is Charging → Captured, the only way into Charging is
-from Created, and nothing leaves Captured except a refund or reversal. ``Charging`` is internal:
-reads show it as ``Created`` until the acquirer's answer is settled.
+Owns the PaymentIntent record, its statuses, the TRANSITIONS table and, beside it, the refusal
+rules. "Charged at most once, in full" lives here: the only way to Captured is Charging →
+Captured and the only way into Charging is from Created. ``Charging`` is internal: reads show it
+as ``Created`` until the acquirer's answer is settled. Each claim counts an attempt: the acquirer
+key of a charge is per attempt (a declined attempt may be retried under a new key).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from enum import StrEnum
 from typing import Any
 
 from cardkeep.domain.attempts import AuthAttempt
-from cardkeep.domain.errors import IllegalTransition
+from cardkeep.domain.errors import (
+    ChargeInProgress,
+    IllegalTransition,
+    InvalidState,
+    NotMerchantInitiated,
+)
 from cardkeep.domain.money import Money
 
 
@@ -34,20 +40,17 @@ class Event(StrEnum):
     RELEASE = "release"  # declined or failed: nothing moved, may be retried
     CANCEL = "cancel"
     EXPIRE = "expire"  # account clock passed expireAt while unpaid
-    REFUND_ALL = "refund_all"
-    REVERSE = "reverse"
 
 
 S, E = Status, Event
 
+# Refunds and reversal get their rows when a use case fires them.
 TRANSITIONS: dict[tuple[Status, Event], Status] = {
     (S.CREATED, E.CLAIM): S.CHARGING,
     (S.CHARGING, E.CAPTURE): S.CAPTURED,
     (S.CHARGING, E.RELEASE): S.CREATED,
     (S.CREATED, E.CANCEL): S.CANCELED,
     (S.CREATED, E.EXPIRE): S.CANCELED,
-    (S.CAPTURED, E.REFUND_ALL): S.REFUNDED,
-    (S.CAPTURED, E.REVERSE): S.REVERSED,
 }
 
 
@@ -70,6 +73,8 @@ class PaymentIntent:
     refunded_amount: int = 0
     # Real (not account-clock) time of the current claim: recovery waits from this moment.
     claimed_at: datetime | None = None
+    # How many charges were claimed: the current (or last) attempt's number.
+    charge_attempts: int = 0
 
     @property
     def public_status(self) -> Status:
@@ -77,8 +82,9 @@ class PaymentIntent:
 
     @property
     def charge_key(self) -> str:
-        """The acquirer idempotency key: every attempt to charge this intent uses the same one."""
-        return f"charge:{self.id}"
+        """The acquirer idempotency key of the current attempt: a re-send of it reuses the key,
+        a new attempt after a decline gets a new one."""
+        return f"charge:{self.id}:{self.charge_attempts}"
 
 
 def transition(pi: PaymentIntent, event: Event, now: datetime, **changes: Any) -> PaymentIntent:
@@ -89,12 +95,53 @@ def transition(pi: PaymentIntent, event: Event, now: datetime, **changes: Any) -
             f"The payment intent is {pi.public_status.value}; "
             f"it cannot {event.value.replace('_', ' ')}."
         )
+    if event is E.CLAIM:
+        changes["charge_attempts"] = pi.charge_attempts + 1
     if target is S.CAPTURED:
         changes.setdefault("captured_amount", pi.amount.value)
     return replace(pi, status=target, updated_at=now, **changes)
+
+
+def noted(pi: PaymentIntent, attempt: AuthAttempt, now: datetime) -> PaymentIntent:
+    """A ``paymentEvents`` entry that changes no status (a charge refused before it was sent)."""
+    return replace(pi, updated_at=now, payment_events=(*pi.payment_events, attempt))
 
 
 def due_event(pi: PaymentIntent, now: datetime) -> Event | None:
     if pi.status is S.CREATED and now >= pi.expire_at:
         return E.EXPIRE
     return None
+
+
+# -- refusal rules -----------------------------------------------------------------------------
+
+
+def cancellation(pi: PaymentIntent) -> Event | None:
+    """``DELETE``: the event to fire, or None when already Canceled (a harmless repeat)."""
+    if pi.status is S.CANCELED:
+        return None
+    if pi.status is S.CHARGING:
+        raise ChargeInProgress("A charge of this payment intent is in progress; retry.")
+    if pi.status is not S.CREATED:
+        raise InvalidState(
+            f"The payment intent is {pi.status.value}; only a Created payment intent "
+            "can be canceled."
+        )
+    return E.CANCEL
+
+
+def charge_claim(pi: PaymentIntent) -> Event:
+    """The claim of a charge, or why this payment intent cannot be charged now."""
+    if pi.setup_intent_id is None:
+        raise NotMerchantInitiated(
+            "The payment intent has no setupIntentId; only merchant-initiated payment "
+            "intents can be charged."
+        )
+    if pi.status is S.CHARGING:
+        raise ChargeInProgress("A charge of this payment intent is in progress; retry.")
+    if pi.status is not S.CREATED:
+        raise InvalidState(
+            f"The payment intent is {pi.public_status.value}; only a Created payment "
+            "intent can be charged."
+        )
+    return E.CLAIM

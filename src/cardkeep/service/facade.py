@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cardkeep.service.accounts import Accounts
+from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context
 from cardkeep.service.payment_intents import PaymentIntents
 from cardkeep.service.setup_intents import SetupIntents
@@ -22,6 +23,7 @@ class Services:
 
     @classmethod
     def build(cls, ctx: Context, card_schemes: tuple[str, ...]) -> Services:
-        sis = SetupIntents(ctx)
-        pis = PaymentIntents(ctx, sis)
+        changes = Changes(ctx.storage, ctx.event_id)
+        sis = SetupIntents(ctx, changes)
+        pis = PaymentIntents(ctx, changes)
         return cls(ctx, Accounts(ctx), sis, pis, Sweeper(ctx, sis, pis), card_schemes)

@@ -1,44 +1,40 @@
-"""Payment-intent use cases: create, read, cancel and charge (claim → Charger → settle).
+"""Payment-intent use cases: create, read, cancel, and the charge — the one place money moves
+today, as a ``money_movement.Movement``:
 
-The charge is the one place money moves. Its three steps:
-1. claim: one write transaction moves PI Created→Charging and SI Authorized→ChargeHeld with
-   conditional writes, or changes nothing;
-2. the Charger is called with no transaction open, keyed by ``charge:<pi id>``;
-3. settle: one write transaction applies the outcome to both, only if they are still claimed.
-An unknown outcome leaves both claimed and answers 503; ``recover`` asks the acquirer again with
-the same key and settles, so the charge is never sent twice.
+1. claim: one write transaction moves PI Created→Charging (attempt n+1) and SI Authorized→
+   ChargeHeld with conditional writes, or changes nothing;
+2. the Charger is called with no transaction open, keyed ``charge:<pi id>:<attempt>``, by vault
+   token, with the network transaction id of the setup verification;
+3. settle: one write transaction applies the outcome to both, only if that attempt is still
+   claimed. An unknown outcome leaves both claimed and answers 503; ``recover`` re-sends the same
+   attempt with the same key and settles, so the charge is never sent twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, assert_never
 
 from cardkeep.domain import payment_intent as pim
 from cardkeep.domain import setup_intent as sim
 from cardkeep.domain.account import Account
-from cardkeep.domain.attempts import AuthAttempt
-from cardkeep.domain.errors import (
-    ChargeInProgress,
-    InvalidState,
-    NotFound,
-    NotMerchantInitiated,
-    SetupIntentNotUsable,
-    Unavailable,
-    ValidationFailed,
-)
-from cardkeep.domain.events import payment_intent_event
+from cardkeep.domain.attempts import AttemptType, AuthAttempt
+from cardkeep.domain.errors import NotFound, SetupIntentNotUsable, Unavailable, ValidationFailed
 from cardkeep.domain.ids import Prefix
 from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.service import money_movement
+from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context
+from cardkeep.service.money_movement import Claimed, Movement
 from cardkeep.service.ports import ChargeOutcome, ChargeRequest, ChargeResult, UnitOfWork
-from cardkeep.service.setup_intents import SetupIntents
 
 PI, SI = pim.Status, sim.Status
 UNKNOWN_OUTCOME = "The charge outcome is not known yet; it will be settled automatically."
+CARD_EXPIRED = "Card expired"
 
 
 @dataclass(frozen=True)
@@ -51,33 +47,179 @@ class NewPaymentIntent:
     extras: dict[str, Any] | None = None
 
 
+class ChargeStatus(StrEnum):
+    SUCCESSFUL = "Successful"
+    DECLINED = "Declined"
+    FAILED = "Failed"
+
+
 @dataclass(frozen=True)
 class ChargeAnswer:
     """The ChargeResponse: Successful, Declined or Failed, with the acquirer's message."""
 
     payment_intent_id: str
-    status: str
+    status: ChargeStatus
     message: str
 
 
-_EVENT_TYPES = {
-    ChargeResult.APPROVED: "Captured",
-    ChargeResult.DECLINED: "Declined",
-    ChargeResult.CARD_EXPIRED: "Declined",
-    ChargeResult.FAILED: "Error",
-}
-_ANSWERS = {
-    ChargeResult.APPROVED: "Successful",
-    ChargeResult.DECLINED: "Declined",
-    ChargeResult.CARD_EXPIRED: "Declined",
-    ChargeResult.FAILED: "Failed",
-}
+def attempt_type(result: ChargeResult) -> AttemptType:
+    """The ``paymentEvents`` entry a settled charge outcome records."""
+    match result:
+        case ChargeResult.APPROVED:
+            return AttemptType.CAPTURED
+        case ChargeResult.DECLINED | ChargeResult.CARD_EXPIRED:
+            return AttemptType.DECLINED
+        case ChargeResult.FAILED:
+            return AttemptType.ERROR
+        case ChargeResult.UNKNOWN:
+            raise ValueError("an unknown outcome is never settled")
+        case _:
+            assert_never(result)
+
+
+def charge_status(result: ChargeResult) -> ChargeStatus:
+    """The ChargeResponse status of a settled charge outcome."""
+    match result:
+        case ChargeResult.APPROVED:
+            return ChargeStatus.SUCCESSFUL
+        case ChargeResult.DECLINED | ChargeResult.CARD_EXPIRED:
+            return ChargeStatus.DECLINED
+        case ChargeResult.FAILED:
+            return ChargeStatus.FAILED
+        case ChargeResult.UNKNOWN:
+            raise ValueError("an unknown outcome is never settled")
+        case _:
+            assert_never(result)
+
+
+@dataclass(frozen=True)
+class ChargeClaim:
+    account: Account
+    pi_id: str
+    request: ChargeRequest
+
+
+class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
+    """The merchant-initiated charge of a setup intent's card, in full, at most once."""
+
+    def __init__(self, ctx: Context, changes: Changes) -> None:
+        self._ctx = ctx
+        self._changes = changes
+
+    @staticmethod
+    def request(account: Account, pi: PaymentIntent, si: SetupIntent) -> ChargeRequest:
+        assert si.card is not None
+        assert si.card.vault_token is not None
+        return ChargeRequest(
+            mode=account.mode,
+            account_id=account.id,
+            token=si.card.vault_token,
+            expiry=si.card.expiry,
+            amount=pi.amount,
+            idempotency_key=pi.charge_key,
+            network_transaction_id=si.card.network_transaction_id,
+        )
+
+    def claim(
+        self, uow: UnitOfWork, account: Account, pi_id: str
+    ) -> Claimed[ChargeClaim] | ChargeAnswer:
+        now = self._ctx.now(account)
+        changes = self._changes
+        pi = uow.payment_intents.get(account.id, pi_id)
+        if pi is None:
+            raise NotFound(f"No payment intent with id {pi_id}.")
+        pi = changes.check_due(pi, now)
+        claim = pim.charge_claim(pi)
+        assert pi.setup_intent_id is not None
+        si = uow.setup_intents.get(account.id, pi.setup_intent_id)
+        if si is None:
+            raise SetupIntentNotUsable(f"No setup intent with id {pi.setup_intent_id}.")
+        si = changes.check_due(si, now)
+        if si.status is SI.CARD_EXPIRED and si.card is not None:
+            # Expired by the clock: never sent to the acquirer; the payment intent says why.
+            attempt = self._attempt(ChargeOutcome(ChargeResult.CARD_EXPIRED, CARD_EXPIRED), si, now)
+            changes.save(uow, pi, pim.noted(pi, attempt, now))
+            return ChargeAnswer(pi.id, ChargeStatus.DECLINED, CARD_EXPIRED)
+        hold = sim.charge_hold(si)
+        assert si.vault_token is not None
+        if not uow.vault.holds(si.vault_token):
+            raise SetupIntentNotUsable("The setup intent's card is no longer on file.")
+        claimed = pim.transition(pi, claim, now, claimed_at=self._ctx.clock.now())
+        changes.save(uow, pi, claimed)
+        changes.save(uow, si, sim.transition(si, hold, now))
+        return Claimed(ChargeClaim(account, pi.id, self.request(account, claimed, si)))
+
+    def send(self, claim: ChargeClaim) -> ChargeOutcome:
+        return self._ctx.charger.charge(claim.request)
+
+    def resend(self, claim: ChargeClaim) -> ChargeOutcome:
+        return self._ctx.charger.status(claim.request)
+
+    def known(self, outcome: ChargeOutcome) -> bool:
+        return outcome.result is not ChargeResult.UNKNOWN
+
+    def unknown(self, claim: ChargeClaim) -> Exception:
+        return Unavailable(UNKNOWN_OUTCOME)
+
+    def settle(self, uow: UnitOfWork, claim: ChargeClaim, outcome: ChargeOutcome) -> ChargeAnswer:
+        account = claim.account
+        pi = uow.payment_intents.get(account.id, claim.pi_id)
+        assert pi is not None
+        assert pi.setup_intent_id is not None
+        si = uow.setup_intents.get(account.id, pi.setup_intent_id)
+        assert si is not None
+        if pi.status is not PI.CHARGING or pi.charge_key != claim.request.idempotency_key:
+            return answer_from(pi)  # settled meanwhile (by recovery): answer from what is stored
+        now = self._ctx.now(account)
+        attempt = self._attempt(outcome, si, now)
+        events = (*pi.payment_events, attempt)
+        match outcome.result:
+            case ChargeResult.APPROVED:
+                new_pi = pim.transition(
+                    pi, pim.Event.CAPTURE, now, payment_events=events, payment_details=attempt
+                )
+                new_si = sim.transition(si, sim.Event.COMPLETE, now)
+            case ChargeResult.DECLINED | ChargeResult.FAILED:
+                new_pi = pim.transition(pi, pim.Event.RELEASE, now, payment_events=events)
+                new_si = sim.transition(si, sim.Event.RELEASE, now)
+            case ChargeResult.CARD_EXPIRED:
+                new_pi = pim.transition(pi, pim.Event.RELEASE, now, payment_events=events)
+                new_si = sim.transition(si, sim.Event.CARD_EXPIRED_AT_CHARGE, now)
+            case ChargeResult.UNKNOWN:
+                raise ValueError("an unknown outcome is never settled")
+            case _:
+                assert_never(outcome.result)
+        self._changes.save(uow, pi, new_pi)
+        self._changes.save(uow, si, new_si)
+        self._changes.forget_card(uow, si, new_si)  # a used or expired card leaves the vault
+        return ChargeAnswer(pi.id, charge_status(outcome.result), outcome.message)
+
+    def _attempt(self, outcome: ChargeOutcome, si: SetupIntent, now: datetime) -> AuthAttempt:
+        return AuthAttempt(
+            transaction_id=self._ctx.ids.uuid4(),
+            at=now,
+            event_type=attempt_type(outcome.result),
+            message=outcome.message,
+            auth_code=outcome.auth_code,
+            card=si.card,
+        )
+
+
+def answer_from(pi: PaymentIntent) -> ChargeAnswer:
+    """The ChargeResponse of an attempt that is already settled, from its ``paymentEvents``."""
+    last = pi.payment_events[-1] if pi.payment_events else None
+    if pi.status is PI.CAPTURED:
+        return ChargeAnswer(pi.id, ChargeStatus.SUCCESSFUL, last.message if last else "DEPOSITED")
+    if last is not None and last.event_type is AttemptType.ERROR:
+        return ChargeAnswer(pi.id, ChargeStatus.FAILED, last.message)
+    return ChargeAnswer(pi.id, ChargeStatus.DECLINED, last.message if last else "Declined")
 
 
 class PaymentIntents:
-    def __init__(self, ctx: Context, setup_intents: SetupIntents) -> None:
+    def __init__(self, ctx: Context, changes: Changes) -> None:
         self._ctx = ctx
-        self._sis = setup_intents
+        self._changes = changes
+        self._charge = Charge(ctx, changes)
 
     # -- create and read ----------------------------------------------------------------------
 
@@ -87,7 +229,8 @@ class PaymentIntents:
             raise ValidationFailed.one(
                 "Amount.CurrencyCode", f"The currency {cmd.amount.currency_code} is not supported."
             )
-        with ctx.storage.transaction(write=True) as uow:
+
+        def attempt(uow: UnitOfWork) -> PaymentIntent:
             now = ctx.now(account)
             expire_at = cmd.expire_at or now + ctx.policy.payment_intent_ttl
             if expire_at <= now:
@@ -107,10 +250,10 @@ class PaymentIntents:
                 description=cmd.description,
                 extras=dict(cmd.extras or {}),
             )
-            uow.payment_intents.add(pi)
-            uow.outbox.record(payment_intent_event(ctx.event_id(), pi, created=True))
-            uow.commit()
-        return pi
+            self._changes.insert(uow, pi)
+            return pi
+
+        return self._changes.decide(attempt)
 
     def _check_usable(
         self, uow: UnitOfWork, account: Account, cmd: NewPaymentIntent, now: datetime
@@ -119,13 +262,7 @@ class PaymentIntents:
         si = uow.setup_intents.get(account.id, cmd.setup_intent_id)
         if si is None:
             raise SetupIntentNotUsable(f"No setup intent with id {cmd.setup_intent_id}.")
-        si = self._sis.apply_due(uow, si, now)
-        if si.public_status is not SI.AUTHORIZED:
-            uow.commit()  # keep an expiry that was just applied
-            raise SetupIntentNotUsable(
-                f"The setup intent is {si.public_status.value}; only an Authorized setup intent "
-                "can be charged."
-            )
+        sim.require_usable(self._changes.check_due(si, now))
         wanted = si.intended_amount
         if wanted is not None and wanted.currency_code != cmd.amount.currency_code:
             raise ValidationFailed.one(
@@ -141,218 +278,55 @@ class PaymentIntents:
             raise NotFound(f"No payment intent with id {pi_id}.")
         if pim.due_event(pi, self._ctx.now(account)) is None:
             return pi
-        with self._ctx.storage.transaction(write=True) as uow:
-            pi = self._load(uow, account, pi_id)
-            uow.commit()
-            return pi
+        return self._changes.decide(lambda uow: self._load(uow, account, pi_id))
 
     def _load(self, uow: UnitOfWork, account: Account, pi_id: str) -> PaymentIntent:
-        """Read inside a write transaction and persist an expiry that is due."""
+        """Read inside a decision; a due expiry is committed first (``DueFirst``)."""
         pi = uow.payment_intents.get(account.id, pi_id)
         if pi is None:
             raise NotFound(f"No payment intent with id {pi_id}.")
-        now = self._ctx.now(account)
-        event = pim.due_event(pi, now)
-        if event is not None:
-            expired = pim.transition(pi, event, now)
-            self._save(uow, pi, expired)
-            pi = expired
-        return pi
-
-    def _save(self, uow: UnitOfWork, old: PaymentIntent, new: PaymentIntent) -> None:
-        if not uow.payment_intents.update(new, expected=old.status):
-            raise ChargeInProgress("The payment intent changed while this request ran; retry.")
-        if new.public_status is not old.public_status:
-            uow.outbox.record(payment_intent_event(self._ctx.event_id(), new, created=False))
+        return self._changes.check_due(pi, self._ctx.now(account))
 
     def cancel(self, account: Account, pi_id: str) -> PaymentIntent:
-        with self._ctx.storage.transaction(write=True) as uow:
+        def attempt(uow: UnitOfWork) -> PaymentIntent:
             pi = self._load(uow, account, pi_id)
-            if pi.status is PI.CANCELED:
-                uow.commit()
-                return pi
-            if pi.status is PI.CHARGING:
-                raise ChargeInProgress("A charge of this payment intent is in progress; retry.")
-            if pi.status is not PI.CREATED:
-                raise InvalidState(
-                    f"The payment intent is {pi.status.value}; only a Created payment intent "
-                    "can be canceled."
-                )
-            canceled = pim.transition(pi, pim.Event.CANCEL, self._ctx.now(account))
-            self._save(uow, pi, canceled)
-            uow.commit()
-        return canceled
+            event = pim.cancellation(pi)
+            if event is None:
+                return pi  # already Canceled: answered unchanged
+            canceled = pim.transition(pi, event, self._ctx.now(account))
+            self._changes.save(uow, pi, canceled)
+            return canceled
+
+        return self._changes.decide(attempt)
 
     def expire_due(self, account: Account, pi_id: str) -> None:
-        with self._ctx.storage.transaction(write=True) as uow:
-            self._load(uow, account, pi_id)
-            uow.commit()
+        self._changes.decide(lambda uow: self._load(uow, account, pi_id))
 
     # -- charge -------------------------------------------------------------------------------
 
     def charge(self, account: Account, pi_id: str) -> ChargeAnswer:
-        claimed = self._claim(account, pi_id)
-        if isinstance(claimed, ChargeAnswer):
-            return claimed
-        pi, _, request = claimed
-        try:
-            outcome = self._ctx.charger.charge(request)
-        except Exception as exc:  # the acquirer's state is unknown: never assume either way
-            raise Unavailable(UNKNOWN_OUTCOME) from exc
-        if outcome.result is ChargeResult.UNKNOWN:
-            raise Unavailable(
-                "The charge outcome is not known yet; it will be settled automatically."
-            )
-        return self._settle(account, pi.id, outcome)
-
-    def _claim(
-        self, account: Account, pi_id: str
-    ) -> tuple[PaymentIntent, SetupIntent, ChargeRequest] | ChargeAnswer:
-        with self._ctx.storage.transaction(write=True) as uow:
-            pi = self._load(uow, account, pi_id)
-            if pi.setup_intent_id is None:
-                raise NotMerchantInitiated(
-                    "The payment intent has no setupIntentId; only merchant-initiated payment "
-                    "intents can be charged."
-                )
-            if pi.status is PI.CHARGING:
-                raise ChargeInProgress("A charge of this payment intent is in progress; retry.")
-            if pi.status is not PI.CREATED:
-                uow.commit()
-                raise InvalidState(
-                    f"The payment intent is {pi.public_status.value}; only a Created payment "
-                    "intent can be charged."
-                )
-            si = uow.setup_intents.get(account.id, pi.setup_intent_id)
-            if si is None:
-                raise SetupIntentNotUsable(f"No setup intent with id {pi.setup_intent_id}.")
-            if si.status is SI.CHARGE_HELD:
-                raise ChargeInProgress("A charge of this setup intent is in progress; retry.")
-            now = self._ctx.now(account)
-            si = self._sis.apply_due(uow, si, now)
-            if si.status is SI.CARD_EXPIRED and si.card is not None:
-                # Expired by the clock: never sent to the acquirer.
-                answer = self._record_card_expired(uow, pi, si, now)
-                uow.commit()
-                return answer
-            if si.status is not SI.AUTHORIZED or si.card is None or si.card.vault_token is None:
-                uow.commit()
-                raise SetupIntentNotUsable(
-                    f"The setup intent is {si.public_status.value}; only an Authorized setup "
-                    "intent can be charged."
-                )
-            sealed = uow.vault_records.get(si.card.vault_token)
-            if sealed is None:
-                raise SetupIntentNotUsable("The setup intent's card is no longer on file.")
-            claimed_pi = pim.transition(pi, pim.Event.CLAIM, now, claimed_at=self._ctx.clock.now())
-            held_si = sim.transition(si, sim.Event.HOLD_FOR_CHARGE, now)
-            self._save(uow, pi, claimed_pi)
-            self._sis.save(uow, si, held_si)
-            uow.commit()
-        request = ChargeRequest(
-            mode=account.mode,
-            card=sealed,
-            expiry=si.card.expiry,
-            amount=pi.amount,
-            idempotency_key=pi.charge_key,
+        return money_movement.move(
+            self._changes,
+            self._ctx.storage,
+            self._charge,
+            lambda uow: self._charge.claim(uow, account, pi_id),
         )
-        return claimed_pi, held_si, request
-
-    def _record_card_expired(
-        self, uow: UnitOfWork, pi: PaymentIntent, si: SetupIntent, now: datetime
-    ) -> ChargeAnswer:
-        attempt = self._attempt(ChargeOutcome(ChargeResult.CARD_EXPIRED, "Card expired"), si, now)
-        noted = replace(pi, updated_at=now, payment_events=(*pi.payment_events, attempt))
-        self._save(uow, pi, noted)
-        return ChargeAnswer(pi.id, "Declined", "Card expired")
-
-    def _attempt(self, outcome: ChargeOutcome, si: SetupIntent, now: datetime) -> AuthAttempt:
-        return AuthAttempt(
-            transaction_id=self._ctx.ids.uuid4(),
-            at=now,
-            event_type=_EVENT_TYPES[outcome.result],
-            message=outcome.message,
-            auth_code=outcome.auth_code,
-            card=si.card,
-        )
-
-    def _settle(self, account: Account, pi_id: str, outcome: ChargeOutcome) -> ChargeAnswer:
-        with self._ctx.storage.transaction(write=True) as uow:
-            pi = uow.payment_intents.get(account.id, pi_id)
-            assert pi is not None
-            assert pi.setup_intent_id is not None
-            si = uow.setup_intents.get(account.id, pi.setup_intent_id)
-            assert si is not None
-            if pi.status is not PI.CHARGING:
-                # Someone (recovery) settled it first: answer from what is stored.
-                return self._answer_from(pi)
-            now = self._ctx.now(account)
-            attempt = self._attempt(outcome, si, now)
-            events = (*pi.payment_events, attempt)
-            if outcome.result is ChargeResult.APPROVED:
-                new_pi = pim.transition(
-                    pi, pim.Event.CAPTURE, now, payment_events=events, payment_details=attempt
-                )
-                new_si = sim.transition(si, sim.Event.COMPLETE, now)
-            else:
-                new_pi = pim.transition(pi, pim.Event.RELEASE, now, payment_events=events)
-                si_event = (
-                    sim.Event.CARD_EXPIRED_AT_CHARGE
-                    if outcome.result is ChargeResult.CARD_EXPIRED
-                    else sim.Event.RELEASE
-                )
-                new_si = sim.transition(si, si_event, now)
-            self._save(uow, pi, new_pi)
-            self._sis.save(uow, si, new_si)
-            uow.commit()
-        return ChargeAnswer(pi.id, _ANSWERS[outcome.result], outcome.message)
-
-    @staticmethod
-    def _answer_from(pi: PaymentIntent) -> ChargeAnswer:
-        last = pi.payment_events[-1] if pi.payment_events else None
-        if pi.status is PI.CAPTURED:
-            return ChargeAnswer(pi.id, "Successful", last.message if last else "DEPOSITED")
-        if last is not None and last.event_type == "Error":
-            return ChargeAnswer(pi.id, "Failed", last.message)
-        return ChargeAnswer(pi.id, "Declined", last.message if last else "Declined")
-
-    # -- recovery -----------------------------------------------------------------------------
 
     def recover(self) -> int:
-        """Re-drive claims whose outcome is unknown: ask the acquirer with the same key, settle.
+        """Re-send claims whose outcome is unknown with the same key, and settle them.
 
-        Returns how many were settled. Claims younger than ``policy.recovery_after`` are left to
-        the request that made them.
+        Returns how many were settled. Claims younger than ``policy.recovery_after`` (real time)
+        are left to the request that made them.
         """
         ctx = self._ctx
-        settled = 0
+        claims: list[ChargeClaim] = []
         with ctx.storage.transaction(write=False) as uow:
-            stuck = uow.payment_intents.charging(ctx.policy.sweep_batch)
-            work = []
-            for pi in stuck:
+            for pi in uow.payment_intents.charging(ctx.policy.sweep_batch):
+                if pi.claimed_at and ctx.clock.now() - pi.claimed_at < ctx.policy.recovery_after:
+                    continue
                 account = uow.accounts.get(pi.account_id)
                 si = uow.setup_intents.get(pi.account_id, pi.setup_intent_id or "")
-                if account is None or si is None or si.card is None or not si.card.vault_token:
+                if account is None or si is None or si.vault_token is None:
                     continue
-                young = (
-                    pi.claimed_at and ctx.clock.now() - pi.claimed_at < ctx.policy.recovery_after
-                )
-                if young:
-                    continue
-                sealed = uow.vault_records.get(si.card.vault_token)
-                if sealed is None:
-                    continue
-                request = ChargeRequest(
-                    account.mode, sealed, si.card.expiry, pi.amount, pi.charge_key
-                )
-                work.append((account, pi, request))
-        for account, pi, request in work:
-            try:
-                outcome = ctx.charger.status(request)
-            except Exception:  # noqa: S112 - still unknown; the next sweep asks again
-                continue
-            if outcome.result is ChargeResult.UNKNOWN:
-                continue
-            self._settle(account, pi.id, outcome)
-            settled += 1
-        return settled
+                claims.append(ChargeClaim(account, pi.id, Charge.request(account, pi, si)))
+        return money_movement.recover(ctx.storage, self._charge, claims)

@@ -1,7 +1,8 @@
-"""The service layer's ports: what storage, the vault and the charger must provide.
+"""The service layer's ports: what storage, the clock and the charger must provide.
 
 Storage adapters (SQLite, memory, later PostgreSQL) implement ``Storage``; the cardholder-data side
-implements ``Charger``. Nothing here knows SQL, HTTP or plaintext card numbers.
+implements ``Charger``. Nothing here knows SQL, HTTP, ciphertext or plaintext card numbers: cards
+are vault tokens.
 """
 
 from __future__ import annotations
@@ -26,18 +27,6 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """Real UTC time; accounts add their own offset."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class SealedCard:
-    """A PAN as AES-256-GCM ciphertext with its key id; opaque outside the cardholder-data side."""
-
-    token: str
-    account_id: str
-    key_id: str
-    nonce: bytes
-    ciphertext: bytes
-    created_at: datetime
 
 
 class AccountRepo(Protocol):
@@ -81,13 +70,13 @@ class PaymentIntentRepo(Protocol):
         ...
 
 
-class VaultRecords(Protocol):
-    def put(self, card: SealedCard) -> None: ...
-    def get(self, token: str) -> SealedCard | None: ...
-    def delete(self, token: str) -> None: ...
-    def key_ids(self) -> set[str]:
-        """The ids of every key that sealed a stored card."""
-        ...
+class CardVault(Protocol):
+    """The vault as the service sees it: tokens only. Sealing, storing and opening a card belong
+    to ``cde/``; the service checks that a card is on file and forgets it when its setup intent
+    ends, in the same transaction as that change."""
+
+    def holds(self, token: str) -> bool: ...
+    def forget(self, token: str) -> None: ...
 
 
 class Outbox(Protocol):
@@ -102,7 +91,7 @@ class UnitOfWork(Protocol):
     @property
     def payment_intents(self) -> PaymentIntentRepo: ...
     @property
-    def vault_records(self) -> VaultRecords: ...
+    def vault(self) -> CardVault: ...
     @property
     def outbox(self) -> Outbox: ...
 
@@ -132,11 +121,19 @@ class ChargeResult(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChargeRequest:
+    """A merchant-initiated charge of the card on file behind ``token``: no card data here.
+
+    ``idempotency_key`` is per attempt; ``network_transaction_id`` is the one the setup
+    verification returned, which the card schemes require on every stored-credential charge.
+    """
+
     mode: Mode
-    card: SealedCard
+    account_id: str
+    token: str
     expiry: Expiry
     amount: Money
     idempotency_key: str
+    network_transaction_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +144,8 @@ class ChargeOutcome:
 
 
 class Charger(Protocol):
-    """Charges a sealed card (merchant-initiated). Implemented on the cardholder-data side."""
+    """Charges a card on file by its vault token (merchant-initiated). Implemented on the
+    cardholder-data side, which alone can open the card."""
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome: ...
 

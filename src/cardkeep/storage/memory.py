@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cardkeep.domain.account import Account
+from cardkeep.domain.errors import Conflict
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
-from cardkeep.service.ports import SealedCard
+
+# token, account id, key id, nonce, ciphertext, created at: opaque to storage.
+VaultRow = tuple[str, str, str, bytes, bytes, datetime]
 
 
 @dataclass
@@ -27,7 +30,7 @@ class _Tables:
     keys: dict[str, str] = field(default_factory=dict)  # key hash -> account id
     setup_intents: dict[str, SetupIntent] = field(default_factory=dict)
     payment_intents: dict[str, PaymentIntent] = field(default_factory=dict)
-    vault: dict[str, SealedCard] = field(default_factory=dict)
+    vault: dict[str, VaultRow] = field(default_factory=dict)
     outbox: list[DomainEvent] = field(default_factory=list)
 
     def copy(self) -> _Tables:
@@ -72,7 +75,7 @@ class MemoryUnitOfWork:
         self.accounts = _Accounts(tables)
         self.setup_intents = _SetupIntents(tables)
         self.payment_intents = _PaymentIntents(tables)
-        self.vault_records = _Vault(tables)
+        self.vault = _Vault(tables)
         self.outbox = _Outbox(tables)
 
     def commit(self) -> None:
@@ -85,6 +88,8 @@ class _Accounts:
         self._t = t
 
     def add(self, account: Account) -> None:
+        if account.id in self._t.accounts:
+            raise Conflict("The change conflicts with a record already stored.")
         self._t.accounts[account.id] = account
 
     def get(self, account_id: str) -> Account | None:
@@ -94,6 +99,8 @@ class _Accounts:
         return sorted(self._t.accounts.values(), key=lambda a: a.created_at)
 
     def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None:
+        if key_hash in self._t.keys or account_id not in self._t.accounts:
+            raise Conflict("The change conflicts with a record already stored.")
         self._t.keys[key_hash] = account_id
 
     def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
@@ -111,8 +118,8 @@ class _SetupIntents:
         self._t = t
 
     def add(self, si: SetupIntent) -> None:
-        if si.id in self._t.setup_intents:
-            raise KeyError(si.id)
+        if si.id in self._t.setup_intents or si.account_id not in self._t.accounts:
+            raise Conflict("The change conflicts with a record already stored.")
         self._t.setup_intents[si.id] = si
 
     def get(self, account_id: str, si_id: str) -> SetupIntent | None:
@@ -151,8 +158,8 @@ class _PaymentIntents:
         self._t = t
 
     def add(self, pi: PaymentIntent) -> None:
-        if pi.id in self._t.payment_intents:
-            raise KeyError(pi.id)
+        if pi.id in self._t.payment_intents or pi.account_id not in self._t.accounts:
+            raise Conflict("The change conflicts with a record already stored.")
         self._t.payment_intents[pi.id] = pi
 
     def get(self, account_id: str, pi_id: str) -> PaymentIntent | None:
@@ -183,17 +190,30 @@ class _Vault:
     def __init__(self, t: _Tables) -> None:
         self._t = t
 
-    def put(self, card: SealedCard) -> None:
-        self._t.vault[card.token] = card
+    def holds(self, token: str) -> bool:
+        return token in self._t.vault
 
-    def get(self, token: str) -> SealedCard | None:
-        return self._t.vault.get(token)
-
-    def delete(self, token: str) -> None:
+    def forget(self, token: str) -> None:
         self._t.vault.pop(token, None)
 
+    def put(
+        self,
+        token: str,
+        account_id: str,
+        key_id: str,
+        nonce: bytes,
+        ciphertext: bytes,
+        created_at: datetime,
+    ) -> None:
+        if token in self._t.vault or account_id not in self._t.accounts:
+            raise Conflict("The change conflicts with a record already stored.")
+        self._t.vault[token] = (token, account_id, key_id, nonce, ciphertext, created_at)
+
+    def get(self, token: str) -> VaultRow | None:
+        return self._t.vault.get(token)
+
     def key_ids(self) -> set[str]:
-        return {card.key_id for card in self._t.vault.values()}
+        return {row[2] for row in self._t.vault.values()}
 
 
 class _Outbox:

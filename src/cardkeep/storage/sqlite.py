@@ -16,14 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cardkeep.domain.account import Account, Mode
-from cardkeep.domain.errors import Unavailable
+from cardkeep.domain.errors import Conflict, Unavailable
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
 from cardkeep.domain.timefmt import iso
-from cardkeep.service.ports import SealedCard
 from cardkeep.storage import codec
 from cardkeep.storage.migrations import load as load_migrations
 
@@ -159,6 +158,8 @@ class SqliteStorage:
                 if _is_busy(exc):
                     raise Unavailable("The database is busy; retry shortly.") from exc
                 raise
+            except sqlite3.IntegrityError as exc:  # translated where it enters: never a bare 500
+                raise Conflict("The change conflicts with a record already stored.") from exc
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -187,7 +188,7 @@ class SqliteUnitOfWork:
         self.accounts = _Accounts(conn)
         self.setup_intents = _SetupIntents(conn)
         self.payment_intents = _PaymentIntents(conn)
-        self.vault_records = _VaultRecords(conn)
+        self.vault = _Vault(conn)
         self.outbox = _Outbox(conn)
 
     def commit(self) -> None:
@@ -357,25 +358,37 @@ class _PaymentIntents:
         return [codec.decode_pi(row[0]) for row in rows]
 
 
-class _VaultRecords:
+class _Vault:
+    """The ``vault_cards`` table: sealed cards as opaque columns. It implements the service's
+    token-only ``CardVault`` port, and the row access ``cde/`` builds its vault repository on;
+    it never sees a card type or a key."""
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
 
-    def put(self, card: SealedCard) -> None:
+    def holds(self, token: str) -> bool:
+        row = self._c.execute("SELECT 1 FROM vault_cards WHERE token = ?", (token,)).fetchone()
+        return row is not None
+
+    def forget(self, token: str) -> None:
+        self._c.execute("DELETE FROM vault_cards WHERE token = ?", (token,))
+
+    def put(
+        self,
+        token: str,
+        account_id: str,
+        key_id: str,
+        nonce: bytes,
+        ciphertext: bytes,
+        created_at: datetime,
+    ) -> None:
         self._c.execute(
             "INSERT INTO vault_cards (token, account_id, key_id, nonce, ciphertext, created_at)"
             " VALUES (?,?,?,?,?,?)",
-            (
-                card.token,
-                card.account_id,
-                card.key_id,
-                card.nonce,
-                card.ciphertext,
-                card.created_at.isoformat(),
-            ),
+            (token, account_id, key_id, nonce, ciphertext, created_at.isoformat()),
         )
 
-    def get(self, token: str) -> SealedCard | None:
+    def get(self, token: str) -> tuple[str, str, str, bytes, bytes, datetime] | None:
         row = self._c.execute(
             "SELECT token, account_id, key_id, nonce, ciphertext, created_at FROM vault_cards"
             " WHERE token = ?",
@@ -383,10 +396,7 @@ class _VaultRecords:
         ).fetchone()
         if row is None:
             return None
-        return SealedCard(row[0], row[1], row[2], row[3], row[4], datetime.fromisoformat(row[5]))
-
-    def delete(self, token: str) -> None:
-        self._c.execute("DELETE FROM vault_cards WHERE token = ?", (token,))
+        return (row[0], row[1], row[2], row[3], row[4], datetime.fromisoformat(row[5]))
 
     def key_ids(self) -> set[str]:
         return {row[0] for row in self._c.execute("SELECT DISTINCT key_id FROM vault_cards")}

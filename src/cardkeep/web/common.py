@@ -12,9 +12,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from cardkeep.logs import get_logger
 from cardkeep.service.facade import Services
-from cardkeep.web.edge import Guard, http_exception, internal_error, json_response
-from cardkeep.web.logs import get_logger
+from cardkeep.web.guard import Guard
+from cardkeep.web.problems import http_exception, internal_error
+from cardkeep.web.responses import json_response
 
 log = get_logger("cardkeep.health")
 

@@ -1,102 +1,142 @@
-"""THE table from error code to HTTP status and title, and the ProblemDetails body built from it.
+"""THE table from exception class to (HTTP status, Code), and the errors that exist only at the
+HTTP edge.
 
-This is the only module that knows HTTP statuses. Bodies are the union of Dojo's two shapes plus a
-stable ``code``; ``errors`` appears only on validation_error. A 500 carries nothing but its code.
+The only module that knows HTTP statuses. Each exception class has exactly one row; a class may
+share its code with another at a different status. An exception is looked up by its class, then
+its base classes; anything unknown is a 500 ``internal_error``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import msgspec
-from starlette.responses import Response
-
-from cardkeep.domain.errors import DomainError, Unavailable, ValidationFailed
-
-_RFC7231 = "https://tools.ietf.org/html/rfc7231#section-"
-TYPES = {
-    400: _RFC7231 + "6.5.1",
-    401: "https://tools.ietf.org/html/rfc7235#section-3.1",
-    403: _RFC7231 + "6.5.3",
-    404: _RFC7231 + "6.5.4",
-    405: _RFC7231 + "6.5.5",
-    409: _RFC7231 + "6.5.8",
-    413: _RFC7231 + "6.5.11",
-    422: "https://tools.ietf.org/html/rfc4918#section-11.2",
-    500: _RFC7231 + "6.6.1",
-    503: _RFC7231 + "6.6.4",
-}
-
-TABLE: dict[str, tuple[int, str]] = {
-    "validation_error": (400, "One or more validation errors occurred."),
-    "invalid_version": (400, "The version header is missing or not valid."),
-    "card_data_not_accepted": (400, "Card data goes to the PCI listener."),
-    "invalid_state": (400, "The operation is not allowed in the object's current status."),
-    "setup_intent_not_usable": (400, "The setup intent cannot be used for this payment."),
-    "not_merchant_initiated": (400, "The payment intent is not merchant-initiated."),
-    "unauthorized": (401, "Unauthorized"),
-    "client_session_secret_invalid": (401, "Unauthorized"),
-    "client_session_secret_used": (401, "Unauthorized"),
-    "client_session_secret_expired": (401, "Unauthorized"),
-    "sandbox_only": (403, "Forbidden"),
-    "not_found": (404, "Not Found"),
-    "not_implemented": (404, "Not implemented"),
-    "method_not_allowed": (405, "Method Not Allowed"),
-    "charge_in_progress": (409, "A charge is in progress."),
-    "payload_too_large": (413, "Payload Too Large"),
-    "service_unavailable": (503, "Service Unavailable"),
-    "internal_error": (500, "Internal Server Error"),
-}
+from cardkeep.domain.errors import (
+    CardDataNotAccepted,
+    ChargeInProgress,
+    ClientSecretExpired,
+    ClientSecretInvalid,
+    ClientSecretUsed,
+    Code,
+    Conflict,
+    DomainError,
+    IllegalTransition,
+    InvalidState,
+    NotFound,
+    NotMerchantInitiated,
+    SandboxOnly,
+    SetupIntentNotUsable,
+    Unauthorized,
+    Unavailable,
+    ValidationFailed,
+)
 
 
-class HttpProblem(Exception):
-    """An error that exists only at the HTTP edge (version header, body size, unknown path…)."""
+class HttpError(Exception):
+    """An error that exists only at the HTTP edge (version header, body size, routing)."""
 
-    def __init__(self, code: str, detail: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, detail: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
-        self.code = code
         self.detail = detail
         self.headers = dict(headers or {})
 
 
+class InvalidVersion(HttpError):
+    pass
+
+
+class PayloadTooLarge(HttpError):
+    pass
+
+
+class NoSuchEndpoint(HttpError):
+    pass
+
+
+class NotImplementedYet(HttpError):
+    pass
+
+
+class MethodNotAllowed(HttpError):
+    pass
+
+
+C = Code
+TABLE: dict[type[Exception], tuple[int, Code]] = {
+    ValidationFailed: (400, C.VALIDATION_ERROR),
+    InvalidVersion: (400, C.INVALID_VERSION),
+    CardDataNotAccepted: (400, C.CARD_DATA_NOT_ACCEPTED),
+    InvalidState: (400, C.INVALID_STATE),
+    IllegalTransition: (400, C.INVALID_STATE),
+    SetupIntentNotUsable: (400, C.SETUP_INTENT_NOT_USABLE),
+    NotMerchantInitiated: (400, C.NOT_MERCHANT_INITIATED),
+    Unauthorized: (401, C.UNAUTHORIZED),
+    ClientSecretInvalid: (401, C.CLIENT_SESSION_SECRET_INVALID),
+    ClientSecretUsed: (401, C.CLIENT_SESSION_SECRET_USED),
+    ClientSecretExpired: (401, C.CLIENT_SESSION_SECRET_EXPIRED),
+    SandboxOnly: (403, C.SANDBOX_ONLY),
+    NotFound: (404, C.NOT_FOUND),
+    NoSuchEndpoint: (404, C.NOT_FOUND),
+    NotImplementedYet: (404, C.NOT_IMPLEMENTED),
+    MethodNotAllowed: (405, C.METHOD_NOT_ALLOWED),
+    ChargeInProgress: (409, C.CHARGE_IN_PROGRESS),
+    Conflict: (409, C.CONFLICT),
+    PayloadTooLarge: (413, C.PAYLOAD_TOO_LARGE),
+    Unavailable: (503, C.SERVICE_UNAVAILABLE),
+    Exception: (500, C.INTERNAL_ERROR),
+}
+
+TITLES: dict[Code, str] = {
+    C.VALIDATION_ERROR: "One or more validation errors occurred.",
+    C.INVALID_VERSION: "The version header is missing or not valid.",
+    C.CARD_DATA_NOT_ACCEPTED: "Card data goes to the PCI listener.",
+    C.INVALID_STATE: "The operation is not allowed in the object's current status.",
+    C.SETUP_INTENT_NOT_USABLE: "The setup intent cannot be used for this payment.",
+    C.NOT_MERCHANT_INITIATED: "The payment intent is not merchant-initiated.",
+    C.UNAUTHORIZED: "Unauthorized",
+    C.CLIENT_SESSION_SECRET_INVALID: "Unauthorized",
+    C.CLIENT_SESSION_SECRET_USED: "Unauthorized",
+    C.CLIENT_SESSION_SECRET_EXPIRED: "Unauthorized",
+    C.SANDBOX_ONLY: "Forbidden",
+    C.NOT_FOUND: "Not Found",
+    C.NOT_IMPLEMENTED: "Not implemented",
+    C.METHOD_NOT_ALLOWED: "Method Not Allowed",
+    C.CHARGE_IN_PROGRESS: "A charge is in progress.",
+    C.CONFLICT: "Conflict",
+    C.PAYLOAD_TOO_LARGE: "Payload Too Large",
+    C.SERVICE_UNAVAILABLE: "Service Unavailable",
+    C.INTERNAL_ERROR: "Internal Server Error",
+}
+
+
 @dataclass(frozen=True)
 class Problem:
-    code: str
+    status: int
+    code: Code
     detail: str | None
     errors: dict[str, list[str]] | None = None
     headers: Mapping[str, str] | None = None
 
 
+def row_of(exc: BaseException) -> tuple[int, Code]:
+    for cls in type(exc).__mro__:
+        row = TABLE.get(cls)
+        if row is not None:
+            return row
+    return TABLE[Exception]
+
+
 def from_exception(exc: Exception) -> Problem:
-    if isinstance(exc, HttpProblem):
-        return Problem(exc.code, exc.detail, headers=exc.headers)
-    if isinstance(exc, ValidationFailed):
-        return Problem(exc.code, exc.detail, errors=exc.errors)
+    status, code = row_of(exc)
+    if code is C.INTERNAL_ERROR:
+        return Problem(status, code, None)
+    if isinstance(exc, HttpError):
+        return Problem(status, code, exc.detail, headers=exc.headers)
+    assert isinstance(exc, DomainError)
+    headers: dict[str, str] = {}
     if isinstance(exc, Unavailable):
-        return Problem(exc.code, exc.detail, headers={"Retry-After": str(exc.retry_after)})
-    if isinstance(exc, DomainError) and exc.code in TABLE:
-        headers = {"Retry-After": "1"} if exc.code == "charge_in_progress" else None
-        return Problem(exc.code, exc.detail, headers=headers)
-    return Problem("internal_error", None)
-
-
-def render(problem: Problem, trace_id: str) -> Response:
-    status, title = TABLE[problem.code]
-    body: dict[str, Any] = {"type": TYPES[status], "title": title, "status": status}
-    if problem.code != "internal_error" and problem.detail:
-        body["detail"] = problem.detail
-    body["traceId"] = trace_id
-    body["code"] = problem.code
-    if problem.errors is not None:
-        body["errors"] = problem.errors
-    headers = dict(problem.headers or {})
-    if status == 401:
-        headers.setdefault("WWW-Authenticate", 'Basic realm="cardkeep"')
-    return Response(
-        msgspec.json.encode(body),
-        status_code=status,
-        headers=headers,
-        media_type="application/problem+json",
-    )
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, ChargeInProgress):
+        headers["Retry-After"] = "1"
+    errors = exc.errors if isinstance(exc, ValidationFailed) else None
+    return Problem(status, code, exc.detail, errors=errors, headers=headers)

@@ -1,1 +1,2 @@
-"""Thin route handlers: decode with ``web.wire``, call one use case, render with ``web.wire``."""
+"""Thin route handlers: decode with ``web.requests``, call one use case, render with
+``web.responses``."""

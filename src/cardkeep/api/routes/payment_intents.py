@@ -9,8 +9,8 @@ from cardkeep.api.routes.params import flag
 from cardkeep.domain.errors import NotFound
 from cardkeep.domain.payment_intent import Status
 from cardkeep.service.facade import Services
-from cardkeep.web import wire
-from cardkeep.web.edge import Call, Edge
+from cardkeep.web import requests, responses
+from cardkeep.web.pipeline import Call, Edge
 
 # From this release on, a Canceled payment intent is 404 unless ?returnCanceled=true (§5.2).
 HIDES_CANCELED_FROM = "2024-02-05"
@@ -21,9 +21,9 @@ def routes(edge: Edge, services: Services) -> list[Route]:
     schemes = services.card_schemes
 
     async def create(call: Call) -> Response:
-        cmd = wire.payment_intent_command(call.body)
+        cmd = requests.payment_intent_command(call.body)
         pi = await call.run(pis.create, call.account, cmd)
-        return call.ok(wire.payment_intent_json(pi, schemes))
+        return call.ok(responses.payment_intent_json(pi, schemes))
 
     async def get(call: Call) -> Response:
         show_canceled = flag(call.query("returnCanceled"), "returnCanceled")
@@ -33,15 +33,15 @@ def routes(edge: Edge, services: Services) -> list[Route]:
             raise NotFound(
                 f"The payment intent {pi.id} is Canceled; pass returnCanceled=true to read it."
             )
-        return call.ok(wire.payment_intent_json(pi, schemes))
+        return call.ok(responses.payment_intent_json(pi, schemes))
 
     async def cancel(call: Call) -> Response:
         pi = await call.run(pis.cancel, call.account, call.param("pi"))
-        return call.ok(wire.payment_intent_json(pi, schemes))
+        return call.ok(responses.payment_intent_json(pi, schemes))
 
     async def charge(call: Call) -> Response:
         answer = await call.run(pis.charge, call.account, call.param("pi"))
-        return call.ok(wire.charge_json(answer))
+        return call.ok(responses.charge_json(answer))
 
     return [
         edge.route("/payment-intents", {"POST": create}),

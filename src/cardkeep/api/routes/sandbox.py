@@ -6,8 +6,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cardkeep.service.facade import Services
-from cardkeep.web import wire
-from cardkeep.web.edge import Call, Edge
+from cardkeep.web import requests, responses
+from cardkeep.web.pipeline import Call, Edge
 
 
 def routes(edge: Edge, services: Services) -> list[Route]:
@@ -15,12 +15,12 @@ def routes(edge: Edge, services: Services) -> list[Route]:
 
     async def read(call: Call) -> Response:
         now, offset = await call.run(accounts.clock, call.account)
-        return call.ok(wire.clock_json(now, offset))
+        return call.ok(responses.clock_json(now, offset))
 
     async def advance(call: Call) -> Response:
-        seconds = wire.advance_seconds(call.body)
+        seconds = requests.advance_seconds(call.body)
         now, offset = await call.run(accounts.advance_clock, call.account, seconds)
-        return call.ok(wire.clock_json(now, offset))
+        return call.ok(responses.clock_json(now, offset))
 
     return [
         edge.route("/sandbox/clock", {"GET": read}),

@@ -1,19 +1,21 @@
 """The sandbox acquirer: the contract's test cards (§7.1) and charge outcomes by amount (§7.2).
 
-In-process and deterministic. It keeps a ledger of charges by idempotency key, so a repeated
-request is answered from the ledger and never charges twice. Prod accounts are refused unless the
-operator explicitly allows them, and then get no amount triggers.
+In-process and deterministic. It keeps a ledger of charges by idempotency key, as a real acquirer
+does: a key it has seen gets its first answer again (a decline too), so a repeated attempt never
+charges twice. Prod accounts are refused unless the operator explicitly allows them, and then get
+no amount triggers.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+from dataclasses import dataclass
 
-from cardkeep.cde.acquirers.base import AcquirerRefused, Authorization
+from cardkeep.cde.acquirers.base import AcquirerRefused, MitCharge, Verification
+from cardkeep.cde.pan import CardNumber, Cvv
 from cardkeep.domain.account import Mode
-from cardkeep.domain.card import CardNumber, Cvv, Expiry, Scheme
-from cardkeep.domain.money import Money
+from cardkeep.domain.card import Expiry, Scheme
 from cardkeep.service.ports import ChargeOutcome, ChargeResult
 
 DECLINED_CARDS = {
@@ -32,13 +34,21 @@ _AMOUNT_TRIGGERS = {
 LOST_ANSWER = 99
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the sandbox acquirer remembers of one charge attempt (never the card)."""
+
+    outcome: ChargeOutcome
+    network_transaction_id: str | None
+
+
 class SandboxAcquirer:
     def __init__(self, *, allow_prod: bool = False) -> None:
         self._allow_prod = allow_prod
-        self._ledger: dict[str, ChargeOutcome] = {}
+        self._ledger: dict[str, LedgerEntry] = {}
         self._sent: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.authorizations = 0
+        self.verifications = 0
 
     def _check_mode(self, mode: Mode) -> None:
         if mode is Mode.PROD and not self._allow_prod:
@@ -48,52 +58,54 @@ class SandboxAcquirer:
     def _auth_code() -> str:
         return f"{secrets.randbelow(1_000_000):06d}"
 
-    def authorize(self, mode: Mode, pan: CardNumber, expiry: Expiry, cvv: Cvv) -> Authorization:
+    def verify(self, mode: Mode, pan: CardNumber, expiry: Expiry, cvv: Cvv) -> Verification:
         self._check_mode(mode)
-        with self._lock:
-            self.authorizations += 1
         funding = _FUNDING.get(pan.scheme, "Credit")
         reason = DECLINED_CARDS.get(pan.digits)
-        if reason is not None:
-            return Authorization(False, reason, None, funding)
-        return Authorization(True, "AUTHORISED", self._auth_code(), funding)
+        with self._lock:
+            self.verifications += 1
+            if reason is not None:
+                return Verification(False, reason, None, funding, None)
+        network_id = f"sbxnt_{secrets.token_hex(8)}"
+        return Verification(True, "AUTHORISED", self._auth_code(), funding, network_id)
 
-    def _decide(self, mode: Mode, amount: Money) -> ChargeOutcome:
-        if mode is Mode.SANDBOX and amount.value % 100 != LOST_ANSWER:
-            triggered = _AMOUNT_TRIGGERS.get(amount.value % 100)
+    def _decide(self, charge: MitCharge) -> ChargeOutcome:
+        if charge.mode is Mode.SANDBOX and charge.amount.value % 100 != LOST_ANSWER:
+            triggered = _AMOUNT_TRIGGERS.get(charge.amount.value % 100)
             if triggered is not None:
                 return triggered
         return ChargeOutcome(ChargeResult.APPROVED, APPROVED_MESSAGE, self._auth_code())
 
-    def charge(
-        self, mode: Mode, pan: CardNumber, expiry: Expiry, amount: Money, idempotency_key: str
-    ) -> ChargeOutcome:
-        self._check_mode(mode)
+    def _process(self, charge: MitCharge) -> ChargeOutcome:
+        """The answer for this key: the first one, or a new decision recorded now."""
         with self._lock:
-            self._sent[idempotency_key] = self._sent.get(idempotency_key, 0) + 1
-            known = self._ledger.get(idempotency_key)
-            if known is not None and known.result is ChargeResult.APPROVED:
-                return known
-            outcome = self._decide(mode, amount)
-            if outcome.result is ChargeResult.APPROVED:
-                self._ledger[idempotency_key] = outcome
-        if mode is Mode.SANDBOX and amount.value % 100 == LOST_ANSWER:
+            known = self._ledger.get(charge.idempotency_key)
+            if known is None:
+                known = LedgerEntry(self._decide(charge), charge.network_transaction_id)
+                self._ledger[charge.idempotency_key] = known
+        return known.outcome
+
+    def charge(self, charge: MitCharge) -> ChargeOutcome:
+        self._check_mode(charge.mode)
+        with self._lock:
+            self._sent[charge.idempotency_key] = self._sent.get(charge.idempotency_key, 0) + 1
+        outcome = self._process(charge)
+        if charge.mode is Mode.SANDBOX and charge.amount.value % 100 == LOST_ANSWER:
             return ChargeOutcome(ChargeResult.UNKNOWN, "The acquirer's answer was lost")
         return outcome
 
-    def status(
-        self, mode: Mode, pan: CardNumber, expiry: Expiry, amount: Money, idempotency_key: str
-    ) -> ChargeOutcome:
-        self._check_mode(mode)
-        with self._lock:
-            known = self._ledger.get(idempotency_key)
-        if known is not None:
-            return known
+    def status(self, charge: MitCharge) -> ChargeOutcome:
         # Not in this process's ledger (another worker, or a restart): the sandbox is
-        # deterministic, so the answer is the one the charge got, and a lost answer was approved.
-        return self._decide(mode, amount)
+        # deterministic, so processing it now gives the answer the first attempt got.
+        self._check_mode(charge.mode)
+        return self._process(charge)
 
     def times_sent(self, idempotency_key: str) -> int:
-        """How many charge requests carried this key (for tests of exactly-once)."""
+        """How many charge requests (not re-sends) carried this key (for exactly-once tests)."""
         with self._lock:
             return self._sent.get(idempotency_key, 0)
+
+    def ledger(self) -> dict[str, LedgerEntry]:
+        """Every attempt the acquirer has processed, by key (for tests)."""
+        with self._lock:
+            return dict(self._ledger)

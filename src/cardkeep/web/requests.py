@@ -1,24 +1,18 @@
-"""The wire shapes: request field specs (decoded leniently) and response renderers.
+"""Request shapes: the field specs of each request body (decoded leniently by ``web.fields``)
+and the commands the use cases take.
 
-Responses follow the spec's component schemas: camelCase keys in schema order, null optionals left
-out, ``metadata``/``setupEvents``/``paymentEvents``/``itemLines``/``taxLines``/``captures``/
-``paymentMethods`` always present. Cards appear masked only: the records here never hold a PAN.
+Field names match case-insensitively, integers accept digit strings, unknown fields are ignored,
+and every invalid field is reported at once (CONTRACT §2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from cardkeep.domain.attempts import AuthAttempt
-from cardkeep.domain.card import CardOnFile
 from cardkeep.domain.errors import ValidationFailed
-from cardkeep.domain.money import Money
-from cardkeep.domain.payment_intent import PaymentIntent
-from cardkeep.domain.setup_intent import SetupIntent
-from cardkeep.domain.timefmt import iso, iso_seconds
-from cardkeep.service.payment_intents import ChargeAnswer, NewPaymentIntent
+from cardkeep.domain.timefmt import iso
+from cardkeep.service.payment_intents import NewPaymentIntent
 from cardkeep.service.setup_intents import NewSetupIntent
 from cardkeep.web.fields import (
     MISSING,
@@ -36,6 +30,7 @@ from cardkeep.web.fields import (
     add,
     read_object,
 )
+from cardkeep.web.responses import money_json
 
 
 class Url(Str):
@@ -299,151 +294,3 @@ def advance_seconds(body: Any) -> int:
     if errors:
         raise ValidationFailed(errors)
     return int(data["seconds"])
-
-
-# -- rendering -----------------------------------------------------------------------------------
-
-
-def money_json(money: Money) -> dict[str, Any]:
-    return {"value": money.value, "currencyCode": money.currency_code}
-
-
-def _card_json(card: CardOnFile) -> dict[str, Any]:
-    out: dict[str, Any] = {"cardNumber": card.masked_number}
-    if card.cardholder_name:
-        out["cardName"] = card.cardholder_name
-    out["expiryDate"] = card.expiry.display
-    out["cardType"] = card.scheme.value
-    if card.funding_type:
-        out["cardFundingType"] = card.funding_type
-    out["last4PAN"] = card.last4
-    return out
-
-
-def payment_details_json(attempt: AuthAttempt) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "transactionId": attempt.transaction_id,
-        "transactionDateTime": iso(attempt.at),
-        "message": attempt.message,
-    }
-    if attempt.auth_code:
-        out["authCode"] = attempt.auth_code
-    if attempt.card is not None:
-        out["card"] = _card_json(attempt.card)
-    return out
-
-
-def event_json(attempt: AuthAttempt) -> dict[str, Any]:
-    """An entry of ``setupEvents``/``paymentEvents`` (PaymentStatusResponse)."""
-    out: dict[str, Any] = {
-        "transactionId": attempt.transaction_id,
-        "transactionDateTime": iso(attempt.at),
-        "eventType": attempt.event_type,
-    }
-    if attempt.auth_code:
-        out["authCode"] = attempt.auth_code
-    card = attempt.card
-    if card is not None:
-        out["cardNumber"] = card.masked_number
-        out["expiryDate"] = card.expiry.display
-        out["cardType"] = card.scheme.value
-        if card.cardholder_name:
-            out["cardholderName"] = card.cardholder_name
-    return out
-
-
-def _merchant_config(card_schemes: Sequence[str]) -> dict[str, Any]:
-    return {"supportedPaymentMethods": {"cardSchemes": list(card_schemes), "wallets": []}}
-
-
-def setup_intent_json(
-    si: SetupIntent,
-    card_schemes: Sequence[str],
-    *,
-    secret: str | None = None,
-    public: bool = False,
-) -> dict[str, Any]:
-    """SetupIntentResponse (or SetupIntentPublicResponse with ``public``)."""
-    out: dict[str, Any] = {}
-    if not public:
-        out["setupEvents"] = [event_json(a) for a in si.setup_events]
-    out["id"] = si.id
-    if secret is not None and si.secret is not None:
-        out["clientSessionSecret"] = secret
-        out["clientSessionSecretExpirationDate"] = iso_seconds(si.secret.expires_at)
-    out["status"] = si.public_status.value
-    out["paymentMethods"] = ["Card"]
-    for key in ("customer", "billingAddress", "shippingDetails"):
-        if key in si.extras:
-            out[key] = si.extras[key]
-    out["createdAt"] = iso(si.created_at)
-    out["updatedAt"] = iso(si.updated_at)
-    out["expireAt"] = iso(si.expire_at)
-    out["reference"] = si.reference
-    if si.description is not None:
-        out["description"] = si.description
-    out["merchantConfig"] = _merchant_config(card_schemes)
-    if "config" in si.extras:
-        out["config"] = si.extras["config"]
-    out["metadata"] = si.extras.get("metadata", {})
-    if si.payment_details is not None:
-        out["paymentDetails"] = payment_details_json(si.payment_details)
-    if si.intended_amount is not None:
-        out["intendedAmount"] = money_json(si.intended_amount)
-    out["merchantInitiatedTransactionType"] = si.mit_type
-    out["terms"] = si.terms
-    out["paymentSource"] = "api"
-    return out
-
-
-def payment_intent_json(pi: PaymentIntent, card_schemes: Sequence[str]) -> dict[str, Any]:
-    extras = pi.extras
-    amount = money_json(pi.amount)
-    out: dict[str, Any] = {
-        "id": pi.id,
-        "captureMode": "Auto",
-        "cardHolderNotPresent": bool(extras.get("cardHolderNotPresent", False)),
-    }
-    if pi.payment_details is not None:
-        out["paymentDetails"] = payment_details_json(pi.payment_details)
-    out["status"] = pi.public_status.value
-    out["paymentMethods"] = ["Card"]
-    out["amount"] = amount
-    out["requestedAmount"] = amount
-    out["totalAmount"] = amount
-    out["refundedAmount"] = pi.refunded_amount
-    for key in ("customer", "requestSecurity", "billingAddress", "shippingDetails"):
-        if key in extras:
-            out[key] = extras[key]
-    out["createdAt"] = iso(pi.created_at)
-    out["updatedAt"] = iso(pi.updated_at)
-    out["reference"] = pi.reference
-    if pi.description is not None:
-        out["description"] = pi.description
-    out["itemLines"] = extras.get("itemLines", [])
-    out["taxLines"] = extras.get("taxLines", [])
-    out["merchantConfig"] = _merchant_config(card_schemes)
-    if "config" in extras:
-        out["config"] = extras["config"]
-    out["expireAt"] = iso(pi.expire_at)
-    out["metadata"] = extras.get("metadata", {})
-    if "orderDetails" in extras:
-        out["orderDetails"] = extras["orderDetails"]
-    if pi.setup_intent_id is not None:
-        out["setupIntentId"] = pi.setup_intent_id
-    out["captures"] = []
-    out["paymentEvents"] = [event_json(a) for a in pi.payment_events]
-    out["paymentSource"] = "api"
-    return out
-
-
-def charge_json(answer: ChargeAnswer) -> dict[str, Any]:
-    return {
-        "paymentIntentId": answer.payment_intent_id,
-        "status": answer.status,
-        "message": answer.message,
-    }
-
-
-def clock_json(now: datetime, offset_seconds: int) -> dict[str, Any]:
-    return {"now": iso(now), "offsetSeconds": offset_seconds}

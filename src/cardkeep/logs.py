@@ -1,21 +1,21 @@
-"""Structured JSON logging with card-data redaction in one place.
+"""Structured JSON logging with card-data redaction in one place, for every layer (neutral: no
+HTTP, no card types).
 
-Every log line passes ``redact``: any run of 12-19 digits (spaces or dashes allowed between) that
-passes Luhn is masked to first six/last four, and values under card-data or secret keys are
-replaced outright. Nothing else in the code base formats log output.
+Every log line passes ``redact``: any Luhn-valid run of 12-19 digits is masked to first six/last
+four (``domain.card.mask_pans``), and values under card-data or secret keys are replaced outright.
+Nothing else in the code base formats log output.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
-from cardkeep.domain.card import luhn_ok
+from cardkeep.domain.card import mask_pans
 
 _SENSITIVE_KEYS = frozenset(
     {
@@ -31,20 +31,11 @@ _SENSITIVE_KEYS = frozenset(
         "key",
     }
 )
-_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
-
-
-def _mask_match(match: re.Match[str]) -> str:
-    raw = match.group(0)
-    digits = re.sub(r"[ -]", "", raw)
-    if 12 <= len(digits) <= 19 and luhn_ok(digits):
-        return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
-    return raw
 
 
 def scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return _DIGIT_RUN.sub(_mask_match, value)
+        return mask_pans(value)
     if isinstance(value, dict):
         return {
             k: "[REDACTED]" if str(k).lower() in _SENSITIVE_KEYS else scrub(v)

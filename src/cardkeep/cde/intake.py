@@ -1,0 +1,112 @@
+"""Card intake: verify the card with the acquirer (CVV in memory only), seal the PAN, and hand the
+service a masked card record plus the step that stores the sealed card in its transaction.
+
+The CVV object lives for the duration of ``create`` and is never stored, logged or serialised
+(``Cvv`` refuses to be pickled). A card past its expiry month is not sent to the acquirer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from cardkeep.cde import vault_store
+from cardkeep.cde.acquirers.base import Acquirer, AcquirerRefused
+from cardkeep.cde.pan import CardNumber, Cvv
+from cardkeep.cde.vault import SealedCard, Vault
+from cardkeep.domain.account import Account
+from cardkeep.domain.attempts import AttemptType, AuthAttempt
+from cardkeep.domain.card import CardOnFile, Expiry
+from cardkeep.domain.errors import Unavailable
+from cardkeep.domain.ids import IdFactory
+from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.service.ports import UnitOfWork
+from cardkeep.service.setup_intents import (
+    CardApproved,
+    CardDeclined,
+    CardOutcome,
+    CardPastExpiry,
+    NewSetupIntent,
+    SetupIntents,
+)
+
+CARD_EXPIRED = "Card expired"
+
+
+@dataclass(frozen=True)
+class CardInput:
+    pan: CardNumber
+    expiry: Expiry
+    cvv: Cvv
+    name: str | None
+
+
+@dataclass(frozen=True)
+class _Keep:
+    """Stores one sealed card inside the setup intent's transaction."""
+
+    sealed: SealedCard
+
+    def __call__(self, uow: UnitOfWork) -> None:
+        vault_store.put(uow, self.sealed)
+
+
+class CardIntake:
+    def __init__(
+        self,
+        setup_intents: SetupIntents,
+        vault: Vault,
+        acquirer: Acquirer,
+        ids: IdFactory,
+    ) -> None:
+        self._sis = setup_intents
+        self._vault = vault
+        self._acquirer = acquirer
+        self._ids = ids
+
+    def create(self, account: Account, cmd: NewSetupIntent, card: CardInput) -> SetupIntent:
+        draft = self._sis.prepare(account, cmd)  # a bad request never reaches the acquirer
+        now = draft.created_at
+        on_file = CardOnFile(
+            masked_number=card.pan.masked,
+            last4=card.pan.last4,
+            scheme=card.pan.scheme,
+            funding_type=None,
+            expiry=card.expiry,
+            cardholder_name=card.name,
+            vault_token=None,
+        )
+        outcome = self._verify(account, card, on_file, now)
+        return self._sis.create_with_card(draft, outcome)
+
+    def _attempt(
+        self,
+        now: datetime,
+        event_type: AttemptType,
+        message: str,
+        code: str | None,
+        card: CardOnFile,
+    ) -> AuthAttempt:
+        return AuthAttempt(self._ids.uuid4(), now, event_type, message, code, card)
+
+    def _verify(
+        self, account: Account, card: CardInput, on_file: CardOnFile, now: datetime
+    ) -> CardOutcome:
+        declined = AttemptType.DECLINED
+        if card.expiry.is_expired(now):
+            return CardPastExpiry(self._attempt(now, declined, CARD_EXPIRED, None, on_file))
+        try:
+            found = self._acquirer.verify(account.mode, card.pan, card.expiry, card.cvv)
+        except AcquirerRefused as exc:
+            raise Unavailable(f"No acquirer can authorize this card: {exc}.", 30) from exc
+        on_file = replace(on_file, funding_type=found.funding_type)
+        if not found.approved:
+            return CardDeclined(self._attempt(now, declined, found.message, None, on_file))
+        sealed = self._vault.seal(account.id, card.pan, now)
+        kept = replace(
+            on_file,
+            vault_token=sealed.token,
+            network_transaction_id=found.network_transaction_id,
+        )
+        attempt = self._attempt(now, AttemptType.AUTHORIZED, found.message, found.auth_code, kept)
+        return CardApproved(kept, attempt, _Keep(sealed))

@@ -1,0 +1,56 @@
+"""Request bodies: at most 64 KiB, parsed as JSON whatever ``Content-Type`` says, nesting bounded.
+
+An empty body is ``None`` (endpoints without a body accept none, empty or ``{}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+
+from cardkeep.domain.errors import ValidationFailed
+from cardkeep.web.errors import PayloadTooLarge
+
+MAX_BODY = 64 * 1024
+MAX_DEPTH = 32
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise PayloadTooLarge(f"The request body is larger than {MAX_BODY} bytes.")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise PayloadTooLarge(f"The request body is larger than {MAX_BODY} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        raise ValidationFailed.one("$", "The request body is not valid JSON.") from None
+    if _depth_exceeds(value, MAX_DEPTH):
+        raise ValidationFailed.one("$", f"The request body nests deeper than {MAX_DEPTH} levels.")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Iterative, so a hostile body cannot exhaust the stack of whoever walks it next."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False

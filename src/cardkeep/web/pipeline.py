@@ -1,0 +1,159 @@
+"""The request pipeline of both listeners: an explicit, ordered list of steps before each thin
+handler, and one place where any failure becomes ProblemDetails.
+
+A route's steps, in order: path ids (longer than any id → 404), release (the ``version`` header),
+credentials (``Authorization: Basic``), authentication (the secret key → account), body (64 KiB,
+JSON), card guard (API listener: card fields refused). Each step reads the request and fills in
+the ``Call``; a step that refuses raises. A new concern (``Idempotency-Key``) is one more step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cardkeep.domain.account import Account
+from cardkeep.domain.errors import CardDataNotAccepted, NotFound, Unauthorized
+from cardkeep.domain.ids import MAX_PATH_ID_LENGTH
+from cardkeep.web.body import decode_json, read_body
+from cardkeep.web.card_guard import contains_card_fields
+from cardkeep.web.credentials import basic_credential, missing_credential_detail
+from cardkeep.web.problems import problem_for
+from cardkeep.web.release import resolve_release
+from cardkeep.web.responses import json_response
+from cardkeep.web.trace import trace_id_of
+
+AuthMode = Literal["key", "raw"]
+
+
+@dataclass
+class Call:
+    """What a handler receives: the request and what the steps found in it."""
+
+    request: Request
+    trace_id: str
+    release: str | None = None
+    credential: str | None = None
+    account: Account | None = None
+    body: Any = None
+
+    def param(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+    def query(self, name: str) -> str | None:
+        return self.request.query_params.get(name)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking service code (storage, acquirer) off the event loop."""
+        return await run_in_threadpool(fn, *args)
+
+    def ok(self, data: Any) -> Response:
+        return json_response(data, release=self.release)
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+class Step(Protocol):
+    async def __call__(self, call: Call) -> None: ...
+
+
+# -- the steps ----------------------------------------------------------------------------------
+
+
+async def check_path_ids(call: Call) -> None:
+    for value in call.request.path_params.values():
+        if isinstance(value, str) and len(value) > MAX_PATH_ID_LENGTH:
+            raise NotFound("No object with that id.")
+
+
+async def resolve_version(call: Call) -> None:
+    call.release = resolve_release(call.request.headers.get("version"))
+
+
+async def read_credentials(call: Call) -> None:
+    call.credential = basic_credential(call.request.headers.get("authorization"))
+
+
+@dataclass(frozen=True)
+class Authenticate:
+    """The secret key decides the account; without one the request is 401."""
+
+    authenticate: Callable[[str], Account]
+
+    async def __call__(self, call: Call) -> None:
+        if call.credential is None:
+            header = call.request.headers.get("authorization")
+            raise Unauthorized(missing_credential_detail(header))
+        call.account = await run_in_threadpool(self.authenticate, call.credential)
+
+
+async def read_json_body(call: Call) -> None:
+    call.body = decode_json(await read_body(call.request))
+
+
+async def refuse_card_fields(call: Call) -> None:
+    if contains_card_fields(call.body):
+        raise CardDataNotAccepted("Card data goes to the PCI listener, never to the API listener.")
+
+
+# -- routes -------------------------------------------------------------------------------------
+
+
+class Edge:
+    """Builds the routes of one listener, each running its steps, then its handler."""
+
+    def __init__(self, authenticate: Callable[[str], Account], *, rejects_card_data: bool) -> None:
+        self._authenticate = Authenticate(authenticate)
+        self._rejects_card_data = rejects_card_data
+
+    def steps(self, *, auth: AuthMode, version: bool) -> list[Step]:
+        steps: list[Step] = [check_path_ids]
+        if version:
+            steps.append(resolve_version)
+        steps.append(read_credentials)
+        if auth == "key":
+            steps.append(self._authenticate)
+        steps.append(read_json_body)
+        if self._rejects_card_data:
+            steps.append(refuse_card_fields)
+        return steps
+
+    def route(
+        self,
+        path: str,
+        handlers: dict[str, Handler],
+        *,
+        auth: AuthMode = "key",
+        version: bool = True,
+    ) -> Route:
+        """One route per path, dispatching by method, so a 405's Allow header lists them all."""
+        return Route(
+            path, pipeline(self.steps(auth=auth, version=version), handlers), methods=list(handlers)
+        )
+
+
+def pipeline(
+    steps: Sequence[Step], handlers: dict[str, Handler]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        call = Call(request, trace_id_of(request))
+        try:
+            for step in steps:
+                await step(call)
+            # Starlette adds HEAD wherever GET is served.
+            handler = handlers.get(request.method) or handlers["GET"]
+            return await handler(call)
+        except Exception as exc:
+            response = problem_for(exc, call.trace_id, request)
+            if call.release is not None:
+                response.headers["version"] = call.release
+            return response
+
+    return endpoint

@@ -1,0 +1,163 @@
+"""An in-process cardkeep for unit tests: both apps built by the composition root over the
+in-memory storage, a clock the test moves, the sandbox acquirer (or a fake), and HTTP clients that
+drive the ASGI apps in process with ``httpx.ASGITransport`` (no sockets, no files)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.types import ASGIApp
+
+from cardkeep.bootstrap import build_api, build_pci
+from cardkeep.cde.acquirers.base import Acquirer
+from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
+from cardkeep.cde.intake import CardInput
+from cardkeep.cde.keys import VaultKey
+from cardkeep.cde.pan import CardNumber, Cvv
+from cardkeep.cde.vault import Vault
+from cardkeep.config import Settings
+from cardkeep.domain.account import Mode
+from cardkeep.domain.card import Expiry
+from cardkeep.domain.money import Money
+from cardkeep.service.payment_intents import NewPaymentIntent
+from cardkeep.service.ports import Charger
+from cardkeep.service.setup_intents import NewSetupIntent
+from cardkeep.storage.memory import MemoryStorage
+
+VERSION = "2025-09-10"
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+class FixedClock:
+    """Real time as the test says it is."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now_value = now
+
+    def now(self) -> datetime:
+        return self.now_value
+
+
+class SyncClient:
+    """A synchronous facade over ``httpx.AsyncClient(transport=ASGITransport(app))``, so tests
+    written for a real server (``Merchant.api``/``.pci``) run in process unchanged. Response hooks
+    are plain callables run on each response."""
+
+    def __init__(self, app: ASGIApp, base_url: str, headers: dict[str, str]) -> None:
+        self._runner = asyncio.Runner()
+        self._client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=base_url, headers=headers
+        )
+        self.event_hooks: dict[str, list[Callable[[httpx.Response], Any]]] = {"response": []}
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response = self._runner.run(self._send(method, url, **kwargs))
+        for hook in self.event_hooks["response"]:
+            hook(response)
+        return response
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response = await self._client.request(method, url, **kwargs)
+        await response.aread()
+        return response
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("OPTIONS", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("HEAD", url, **kwargs)
+
+    def close(self) -> None:
+        self._runner.run(self._client.aclose())
+        self._runner.close()
+
+
+class World:
+    """Both listeners of one cardkeep, in process, built through ``build_pci``/``build_api``."""
+
+    def __init__(
+        self,
+        *,
+        acquirer: Acquirer | None = None,
+        charger: Charger | None = None,
+        recovery_after: float = 0.0,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings(
+            data_dir=Path("/nonexistent"),  # everything is passed in: nothing is read from disk
+            card_schemes=("VISA", "MASTERCARD"),
+            recovery_after=recovery_after,
+        )
+        self.storage = MemoryStorage()
+        self.clock = FixedClock()
+        self.acquirer = acquirer or SandboxAcquirer()
+        self.vault = Vault(VaultKey("k1", os.urandom(32)))
+        self.pci = build_pci(
+            self.settings,
+            storage=self.storage,
+            clock=self.clock,
+            vault=self.vault,
+            acquirer=self.acquirer,
+        )
+        self.api = build_api(
+            self.settings,
+            storage=self.storage,
+            clock=self.clock,
+            charger=charger or self.pci.charger,
+        )
+        self.services = self.api.services
+        self.intake = self.pci.intake
+        self.account, self.key = self.services.accounts.create("m", Mode.SANDBOX)
+
+    # -- use cases, in process -----------------------------------------------------------------
+
+    def authorized(self, pan: str = "5200000000001005") -> str:
+        cmd = NewSetupIntent("ref", "terms", "NoShow", intended_amount=Money(1000, "GBP"))
+        card = CardInput(CardNumber(pan), Expiry(12, 2030), Cvv("123", None), "A")
+        return self.intake.create(self.account, cmd, card).id
+
+    def pi(self, si_id: str | None, value: int = 1000) -> str:
+        cmd = NewPaymentIntent(Money(value, "GBP"), "fee", setup_intent_id=si_id)
+        return self.services.payment_intents.create(self.account, cmd).id
+
+    def events(self) -> list[tuple[str, str]]:
+        """The outbox as (event, status) pairs, in order."""
+        return [
+            (e.event, next(v for k, v in e.data.items() if k.endswith("Status")))
+            for e in self.storage.tables.outbox
+        ]
+
+    def advance(self, **delta: float) -> None:
+        """Real time passes (the account clocks move with it)."""
+        self.clock.now_value += timedelta(**delta)
+
+    # -- over HTTP, in process -----------------------------------------------------------------
+
+    def clients(self, key: str | None = None) -> tuple[SyncClient, SyncClient]:
+        """(API, PCI) clients sending ``key`` (default: this world's account) and the version."""
+        headers = {"Authorization": f"Basic {key or self.key}", "version": VERSION}
+        return (
+            SyncClient(self.api.app, "http://api.cardkeep.test", headers),
+            SyncClient(self.pci.app, "http://pci.cardkeep.test", headers),
+        )
