@@ -132,9 +132,9 @@ class World:
 
     # -- use cases, in process -----------------------------------------------------------------
 
-    def authorized(self, pan: str = "5200000000001005") -> str:
+    def authorized(self, pan: str = "5200000000001005", expiry: Expiry | None = None) -> str:
         cmd = NewSetupIntent("ref", "terms", "NoShow", intended_amount=Money(1000, "GBP"))
-        card = CardInput(CardNumber(pan), Expiry(12, 2030), Cvv("123", None), "A")
+        card = CardInput(CardNumber(pan), expiry or Expiry(12, 2030), Cvv("123", None), "A")
         return self.intake.create(self.account, cmd, card).id
 
     def pi(self, si_id: str | None, value: int = 1000) -> str:

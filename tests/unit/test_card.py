@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cardkeep.cde.pan import CardNumber, Cvv
-from cardkeep.domain.card import Expiry, Scheme, luhn_ok
+from cardkeep.domain.card import Expiry, Scheme, looks_like_pan, luhn_ok, mask_pans
 
 
 def with_check_digit(body: str) -> str:
@@ -93,3 +93,59 @@ def test_card_is_good_through_the_last_instant_of_its_month() -> None:
     assert not exp.is_expired(datetime(2028, 2, 29, 23, 59, 59, 999999, tzinfo=UTC))
     assert exp.is_expired(datetime(2028, 3, 1, tzinfo=UTC))
     assert Expiry(12, 2028).ends_at == datetime(2029, 1, 1, tzinfo=UTC)
+
+
+# -- finding card numbers in text (the request guard and log redaction share these rules) -------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "5200000000001005",
+        "ref 5200 0000 0000 1005 end",
+        "5200-0000-0000-1005",
+        "5200.0000.0000.1005",
+        "5200_0000_0000_1005",
+        "5200\t0000\n0000 1005",
+        "x378282246310005y",  # AMEX, whatever the account accepts
+        "booking 4000000000000002",
+    ],
+)
+def test_looks_like_pan_finds_card_numbers_however_they_are_written(text: str) -> None:
+    assert looks_like_pan(text)
+    assert "1005" not in mask_pans(text) or "******" in mask_pans(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "5200000000001006",  # Luhn fails
+        "5200  0000 0000 1005",  # a double separator ends the run
+        "2026-11-24T13:56:55.123456Z",
+        "Table 4, 12 guests",
+        "00000000000000000000",  # 20 digits: longer than any PAN
+        "1000000000000008",  # Luhn-valid, but no scheme starts with 1
+        "".join(chr(0xFF10 + int(d)) for d in "5200000000001005"),  # fullwidth digits
+    ],
+)
+def test_looks_like_pan_leaves_other_text_alone(text: str) -> None:
+    assert not looks_like_pan(text)
+
+
+def test_mask_pans_masks_every_luhn_valid_run_and_keeps_the_rest() -> None:
+    assert mask_pans("card 5200 0000 0000 1005, ok") == "card 520000******1005, ok"
+    assert mask_pans("at 2026-11-24 for 4 guests") == "at 2026-11-24 for 4 guests"
+    assert mask_pans("1000000000000008") == "100000******0008"  # logs hide scheme-less runs too
+
+
+@given(
+    st.sampled_from(["4", "51", "2221", "6011", "36", "50"]),
+    st.text("0123456789", min_size=14, max_size=14),
+)
+def test_mask_pans_never_leaves_a_pan_in_clear(prefix: str, body: str) -> None:
+    pan = with_check_digit((prefix + body)[:15])
+    for sep in ("", " ", "-", "."):
+        text = f"id={sep.join(pan[i : i + 4] for i in range(0, 16, 4))};"
+        assert looks_like_pan(text)
+        masked = mask_pans(text)
+        assert pan not in masked.replace(sep, "") if sep else pan not in masked
