@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from cardkeep.cde.vault import SealedCard
 from cardkeep.service.ports import UnitOfWork
 
+# token, account id, key id, nonce, ciphertext, created at
 VaultRow = tuple[str, str, str, bytes, bytes, datetime]
 
 
@@ -21,15 +22,7 @@ VaultRow = tuple[str, str, str, bytes, bytes, datetime]
 class VaultRows(Protocol):
     """What a storage adapter's ``uow.vault`` provides beyond the service's port."""
 
-    def put(
-        self,
-        token: str,
-        account_id: str,
-        key_id: str,
-        nonce: bytes,
-        ciphertext: bytes,
-        created_at: datetime,
-    ) -> None: ...
+    def put(self, row: VaultRow) -> None: ...
 
     def get(self, token: str) -> VaultRow | None: ...
     def key_ids(self) -> set[str]: ...
@@ -44,7 +37,7 @@ def _rows(uow: UnitOfWork) -> VaultRows:
 
 def put(uow: UnitOfWork, card: SealedCard) -> None:
     _rows(uow).put(
-        card.token, card.account_id, card.key_id, card.nonce, card.ciphertext, card.created_at
+        (card.token, card.account_id, card.key_id, card.nonce, card.ciphertext, card.created_at)
     )
 
 

@@ -62,30 +62,15 @@ class ChargeAnswer:
     message: str
 
 
-def attempt_type(result: ChargeResult) -> AttemptType:
-    """The ``paymentEvents`` entry a settled charge outcome records."""
+def settled_as(result: ChargeResult) -> tuple[AttemptType, ChargeStatus]:
+    """What a settled charge outcome records in ``paymentEvents`` and answers as ChargeResponse."""
     match result:
         case ChargeResult.APPROVED:
-            return AttemptType.CAPTURED
+            return AttemptType.CAPTURED, ChargeStatus.SUCCESSFUL
         case ChargeResult.DECLINED | ChargeResult.CARD_EXPIRED:
-            return AttemptType.DECLINED
+            return AttemptType.DECLINED, ChargeStatus.DECLINED
         case ChargeResult.FAILED:
-            return AttemptType.ERROR
-        case ChargeResult.UNKNOWN:
-            raise ValueError("an unknown outcome is never settled")
-        case _:
-            assert_never(result)
-
-
-def charge_status(result: ChargeResult) -> ChargeStatus:
-    """The ChargeResponse status of a settled charge outcome."""
-    match result:
-        case ChargeResult.APPROVED:
-            return ChargeStatus.SUCCESSFUL
-        case ChargeResult.DECLINED | ChargeResult.CARD_EXPIRED:
-            return ChargeStatus.DECLINED
-        case ChargeResult.FAILED:
-            return ChargeStatus.FAILED
+            return AttemptType.ERROR, ChargeStatus.FAILED
         case ChargeResult.UNKNOWN:
             raise ValueError("an unknown outcome is never settled")
         case _:
@@ -192,13 +177,13 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         self._changes.save(uow, pi, new_pi)
         self._changes.save(uow, si, new_si)
         self._changes.forget_card(uow, si, new_si)  # a used or expired card leaves the vault
-        return ChargeAnswer(pi.id, charge_status(outcome.result), outcome.message)
+        return ChargeAnswer(pi.id, settled_as(outcome.result)[1], outcome.message)
 
     def _attempt(self, outcome: ChargeOutcome, si: SetupIntent, now: datetime) -> AuthAttempt:
         return AuthAttempt(
             transaction_id=self._ctx.ids.uuid4(),
             at=now,
-            event_type=attempt_type(outcome.result),
+            event_type=settled_as(outcome.result)[0],
             message=outcome.message,
             auth_code=outcome.auth_code,
             card=si.card,

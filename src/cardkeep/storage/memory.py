@@ -196,18 +196,11 @@ class _Vault:
     def forget(self, token: str) -> None:
         self._t.vault.pop(token, None)
 
-    def put(
-        self,
-        token: str,
-        account_id: str,
-        key_id: str,
-        nonce: bytes,
-        ciphertext: bytes,
-        created_at: datetime,
-    ) -> None:
+    def put(self, row: VaultRow) -> None:
+        token, account_id = row[0], row[1]
         if token in self._t.vault or account_id not in self._t.accounts:
             raise Conflict("The change conflicts with a record already stored.")
-        self._t.vault[token] = (token, account_id, key_id, nonce, ciphertext, created_at)
+        self._t.vault[token] = row
 
     def get(self, token: str) -> VaultRow | None:
         return self._t.vault.get(token)

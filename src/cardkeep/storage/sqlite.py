@@ -358,6 +358,10 @@ class _PaymentIntents:
         return [codec.decode_pi(row[0]) for row in rows]
 
 
+# token, account id, key id, nonce, ciphertext, created at: opaque to storage.
+VaultRow = tuple[str, str, str, bytes, bytes, datetime]
+
+
 class _Vault:
     """The ``vault_cards`` table: sealed cards as opaque columns. It implements the service's
     token-only ``CardVault`` port, and the row access ``cde/`` builds its vault repository on;
@@ -373,22 +377,14 @@ class _Vault:
     def forget(self, token: str) -> None:
         self._c.execute("DELETE FROM vault_cards WHERE token = ?", (token,))
 
-    def put(
-        self,
-        token: str,
-        account_id: str,
-        key_id: str,
-        nonce: bytes,
-        ciphertext: bytes,
-        created_at: datetime,
-    ) -> None:
+    def put(self, row: VaultRow) -> None:
         self._c.execute(
             "INSERT INTO vault_cards (token, account_id, key_id, nonce, ciphertext, created_at)"
             " VALUES (?,?,?,?,?,?)",
-            (token, account_id, key_id, nonce, ciphertext, created_at.isoformat()),
+            (*row[:5], row[5].isoformat()),
         )
 
-    def get(self, token: str) -> tuple[str, str, str, bytes, bytes, datetime] | None:
+    def get(self, token: str) -> VaultRow | None:
         row = self._c.execute(
             "SELECT token, account_id, key_id, nonce, ciphertext, created_at FROM vault_cards"
             " WHERE token = ?",
