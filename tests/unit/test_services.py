@@ -23,6 +23,7 @@ from cardkeep.domain.errors import (
     ClientSecretInvalid,
     InvalidState,
     NotFound,
+    SandboxOnly,
     SetupIntentNotUsable,
     Unauthorized,
     Unavailable,
@@ -261,3 +262,41 @@ def test_recovery_waits_in_real_time_not_on_the_account_clock() -> None:
     world.clock.now_value += timedelta(seconds=31)  # real time passes
     assert world.services.payment_intents.recover() == 1
     assert world.storage.tables.payment_intents[pi_id].status is PI.CAPTURED
+
+
+def test_accounts_names_listing_and_the_sandbox_clock(world: World) -> None:
+    accounts = world.services.accounts
+    for bad in ("", "   ", "x" * 101):
+        with pytest.raises(ValidationFailed):
+            accounts.create(bad, Mode.SANDBOX)
+    prod, _ = accounts.create("  Platform  ", Mode.PROD)
+    assert prod.name == "Platform"
+    assert [a.id for a in accounts.list()] == [world.account.id, prod.id]
+    now, offset = accounts.clock(world.account)
+    assert (now, offset) == (world.clock.now(), 0)
+    for bad_seconds in (0, 315_360_001):
+        with pytest.raises(ValidationFailed):
+            accounts.advance_clock(world.account, bad_seconds)
+    moved, offset = accounts.advance_clock(world.account, 3600)
+    assert (moved - world.clock.now(), offset) == (timedelta(hours=1), 3600)
+    later = accounts.authenticate(world.key)
+    assert accounts.clock(later) == (world.clock.now() + timedelta(hours=1), 3600)
+    for call in (accounts.clock, lambda a: accounts.advance_clock(a, 1)):
+        with pytest.raises(SandboxOnly):
+            call(prod)
+    ghost = Account("acc_ghost", "ghost", Mode.SANDBOX, world.clock.now())
+    with pytest.raises(NotFound):
+        accounts.advance_clock(ghost, 1)
+
+
+def test_the_sweeper_expires_unread_payment_intents_and_reports_counts(world: World) -> None:
+    pis = world.services.payment_intents
+    unread = [world.pi(None) for _ in range(3)]
+    world.advance(days=30)
+    report = world.services.sweeper.run_once()
+    assert (report.setup_intents, report.payment_intents, report.recovered_charges) == (0, 3, 0)
+    assert {world.storage.tables.payment_intents[p].status for p in unread} == {PI.CANCELED}
+    assert events(world).count(("payment_intent.status_updated", "Canceled")) == 3
+    assert world.services.sweeper.run_once().payment_intents == 0  # nothing is due twice
+    with pytest.raises(NotFound):
+        pis.get(world.account, "pi_sandbox_unknown")
