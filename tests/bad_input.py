@@ -129,6 +129,7 @@ def check_401(r: httpx.Response, auth: str | None) -> None:
             assert credential not in r.text
 
 
+NOT_UTF8 = b'{"reference": "\xff\xfe invalid utf-8"}'
 MALFORMED_JSON = [
     b'{"reference": ',
     b"{'reference': 'single quotes'}",
@@ -136,7 +137,7 @@ MALFORMED_JSON = [
     b"NaN",
     b"{reference: 1}",
     b'{"a": 1} trailing',
-    b'{"reference": "\xff\xfe invalid utf-8"}',
+    NOT_UTF8,
 ]
 NOT_JSON = {"$": ["The request body is not valid JSON."]}
 
