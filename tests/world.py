@@ -5,15 +5,19 @@ drive the ASGI apps in process with ``httpx.ASGITransport`` (no sockets, no file
 from __future__ import annotations
 
 import asyncio
+import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import structlog
 from starlette.types import ASGIApp
 
+from cardkeep import logs
 from cardkeep.bootstrap import build_api, build_pci
 from cardkeep.cde.acquirers.base import Acquirer
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
@@ -29,9 +33,11 @@ from cardkeep.service.payment_intents import NewPaymentIntent
 from cardkeep.service.ports import Charger
 from cardkeep.service.setup_intents import NewSetupIntent
 from cardkeep.storage.memory import MemoryStorage
+from tests.merchant import VERSION, MerchantRequests
 
-VERSION = "2025-09-10"
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+API_URL = "http://api.cardkeep.test"
+PCI_URL = "http://pci.cardkeep.test"
 
 
 class FixedClock:
@@ -156,8 +162,43 @@ class World:
 
     def clients(self, key: str | None = None) -> tuple[SyncClient, SyncClient]:
         """(API, PCI) clients sending ``key`` (default: this world's account) and the version."""
-        headers = {"Authorization": f"Basic {key or self.key}", "version": VERSION}
+        return self._clients({"Authorization": f"Basic {key or self.key}", "version": VERSION})
+
+    def bare_clients(self) -> tuple[SyncClient, SyncClient]:
+        """(API, PCI) clients with no default headers at all: no key, no version."""
+        return self._clients({})
+
+    def merchant(self, key: str | None = None) -> InProcessMerchant:
+        """The account of ``key`` (default: this world's) with the requests the flow needs."""
+        return InProcessMerchant(self, key or self.key)
+
+    def _clients(self, headers: dict[str, str]) -> tuple[SyncClient, SyncClient]:
         return (
-            SyncClient(self.api.app, "http://api.cardkeep.test", headers),
-            SyncClient(self.pci.app, "http://pci.cardkeep.test", headers),
+            SyncClient(self.api.app, API_URL, headers),
+            SyncClient(self.pci.app, PCI_URL, headers),
         )
+
+
+class InProcessMerchant(MerchantRequests):
+    """One account's view of both listeners of a ``World``, in process: the same requests as the
+    real-HTTP ``Merchant``, over ``SyncClient``s."""
+
+    api: SyncClient
+    pci: SyncClient
+
+    def __init__(self, world: World, key: str) -> None:
+        super().__init__(*world.clients(key), key)
+        self.world = world
+
+
+@contextmanager
+def captured_log(level: str = "info") -> Iterator[io.StringIO]:
+    """What cardkeep logs meanwhile, as the server would write it (``cardkeep.logs.configure``:
+    JSON lines, redacted), into the yielded buffer; the logging set up before is restored."""
+    before = structlog.get_config()
+    buffer = io.StringIO()
+    logs.configure(level, buffer)
+    try:
+        yield buffer
+    finally:
+        structlog.configure(**before)

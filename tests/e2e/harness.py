@@ -14,25 +14,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from cardkeep.bootstrap import Runtime
 from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
-
-VERSION = "2025-09-10"
-APPROVED_CARD = "5200000000001005"
-DECLINED_CARD = "4000000000000002"
-TEST_PANS = (
-    "5200000000001005",
-    "5200000000000056",
-    "5200000000001096",
-    "4456530000001013",
-    "4000000000000002",
-    "4000000000009995",
+from tests.merchant import (  # re-exported: the e2e tests import them from here
+    APPROVED_CARD,
+    DECLINED_CARD,
+    SI_FIELDS,
+    TEST_PANS,
+    VERSION,
+    MerchantRequests,
+    card,
 )
+
+__all__ = [
+    "APPROVED_CARD",
+    "DECLINED_CARD",
+    "SI_FIELDS",
+    "TEST_PANS",
+    "VERSION",
+    "Merchant",
+    "Server",
+    "card",
+    "free_port",
+    "run_server",
+]
 
 
 def free_port() -> int:
@@ -131,64 +140,17 @@ def run_server(
         _stop(server.proc)
 
 
-SI_FIELDS: dict[str, Any] = {
-    "reference": "Table 4",
-    "merchantInitiatedTransactionType": "NoShow",
-    "terms": "In case of no-show, the customer authorizes us to charge the table booking fee.",
-    "intendedAmount": {"value": 1000, "currencyCode": "GBP"},
-}
+class Merchant(MerchantRequests):
+    """One account's view of both listeners of a real server, over HTTP."""
 
-
-def card(number: str = APPROVED_CARD, expiry: str = "12/39", cv2: str = "020") -> dict[str, str]:
-    return {"cardNumber": number, "cardName": "Test Cardholder", "expiryDate": expiry, "cv2": cv2}
-
-
-class Merchant:
-    """One account's view of both listeners, with the requests the flow needs."""
+    api: httpx.Client
+    pci: httpx.Client
 
     def __init__(self, server: Server, key: str) -> None:
-        self.server = server
-        self.key = key
         headers = {"Authorization": f"Basic {key}", "version": VERSION}
-        self.api = httpx.Client(base_url=server.api_url, headers=headers, timeout=30)
-        self.pci = httpx.Client(base_url=server.pci_url, headers=headers, timeout=30)
-
-    def close(self) -> None:
-        self.api.close()
-        self.pci.close()
-
-    def pci_create(
-        self, card_details: dict[str, str] | None = None, **fields: Any
-    ) -> httpx.Response:
-        body = {**SI_FIELDS, **fields, "cardDetails": card_details or card()}
-        return self.pci.post("/setup-intents", json=body)
-
-    def authorized_si(self, **fields: Any) -> dict[str, Any]:
-        r = self.pci_create(**fields)
-        assert r.status_code == 200, r.text
-        assert r.json()["status"] == "Authorized"
-        return r.json()  # type: ignore[no-any-return]
-
-    def create_si(self, **fields: Any) -> httpx.Response:
-        return self.api.post("/setup-intents", json={**SI_FIELDS, **fields})
-
-    def get_si(self, si_id: str) -> httpx.Response:
-        return self.api.get(f"/setup-intents/{si_id}")
-
-    def create_pi(
-        self, si_id: str | None, value: int = 1000, currency: str = "GBP", **fields: Any
-    ) -> httpx.Response:
-        body: dict[str, Any] = {
-            "amount": {"value": value, "currencyCode": currency},
-            "reference": "No-show fee",
-            **fields,
-        }
-        if si_id is not None:
-            body["setupIntentId"] = si_id
-        return self.api.post("/payment-intents", json=body)
-
-    def charge(self, pi_id: str) -> httpx.Response:
-        return self.api.post(f"/payment-intents/{pi_id}/charge")
-
-    def advance(self, seconds: int) -> httpx.Response:
-        return self.api.post("/sandbox/clock/advance", json={"seconds": seconds})
+        super().__init__(
+            httpx.Client(base_url=server.api_url, headers=headers, timeout=30),
+            httpx.Client(base_url=server.pci_url, headers=headers, timeout=30),
+            key,
+        )
+        self.server = server
