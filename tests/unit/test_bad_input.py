@@ -666,10 +666,6 @@ def test_odd_headers_are_not_errors(merchant: InProcessMerchant) -> None:
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in src: a client that hangs up mid-body is logged as an unhandled error and a 500",
-)
 def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(
     world: World, log: io.StringIO
 ) -> None:

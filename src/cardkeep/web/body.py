@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from cardkeep.domain.errors import ValidationFailed
 from cardkeep.web.errors import PayloadTooLarge
@@ -23,11 +23,17 @@ async def read_body(request: Request) -> bytes:
         raise PayloadTooLarge(f"The request body is larger than {MAX_BODY} bytes.")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLarge(f"The request body is larger than {MAX_BODY} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise PayloadTooLarge(f"The request body is larger than {MAX_BODY} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client's doing, not the server's: a 4xx that nobody may read, never a 500.
+        raise ValidationFailed.one(
+            "$", "The request body ended before it was complete: the client went away."
+        ) from None
     return b"".join(chunks)
 
 
