@@ -3,18 +3,36 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 DATA   ?= ./var
 PYTEST_ARGS ?=
+# `make lock` runs pip-compile from this throwaway venv; LOCK_ARGS=--upgrade moves every pin.
+LOCK_VENV := .venv-lock
+PIP_TOOLS ?= pip-tools==7.6.2
+LOCK_ARGS ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install lock run test lint bench clean
 
-$(STAMP): pyproject.toml
+# Exactly the pinned, hash-checked set from the lock file, then cardkeep itself (editable, no deps).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerate requirements.lock from pyproject.toml (runtime deps + the dev extra, with hashes).
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip '$(PIP_TOOLS)'
+	CUSTOM_COMPILE_COMMAND='make lock' $(LOCK_VENV)/bin/pip-compile --quiet \
+	  --extra dev --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-trusted-host --no-emit-find-links \
+	  $(LOCK_ARGS) -o $(LOCK) pyproject.toml; \
+	  status=$$?; rm -rf $(LOCK_VENV); exit $$status
 
 run: $(STAMP)
 	$(BIN)/cardkeep serve --data-dir $(DATA) --sandbox-account
@@ -32,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache
