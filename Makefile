@@ -13,10 +13,12 @@ LOCK_ARGS ?=
 
 .PHONY: install lock run test lint bench clean
 
-# Exactly the pinned, hash-checked set from the lock file, then cardkeep itself (editable, no
-# deps). `pip check` fails the install when the lock no longer satisfies cardkeep's runtime
-# dependencies, i.e. pyproject.toml was edited without `make lock`.
+# A new .venv with exactly the pinned, hash-checked set from the lock file (nothing left over
+# from an older lock), then cardkeep itself (editable, no deps). `pip check` fails the install
+# when the lock no longer satisfies cardkeep's runtime dependencies, i.e. pyproject.toml was
+# edited without `make lock`.
 $(STAMP): pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
