@@ -161,14 +161,20 @@ def build_api(
     *,
     storage: Storage | None = None,
     clock: Clock | None = None,
-    charger: Charger,
+    charger: Charger | None = None,
 ) -> ApiSide:
-    """The API listener. ``charger`` is how it reaches the cardholder-data side: the PCI side's
-    charger in process (until the processes are split)."""
+    """The API listener. ``charger`` is how it reaches the cardholder-data side; without one it
+    builds the PCI side's charger in this process (until the processes are split)."""
     owner = _Owner()
     if storage is None:
         storage = storage_for(settings)
         owner.closers.append(storage)
+    if charger is None:
+        try:
+            charger = build_pci(settings, storage=storage, clock=clock).charger
+        except BaseException:
+            owner.close()
+            raise
     services = _services(settings, storage, clock or SystemClock(), charger)
     return ApiSide(create_api_app(services), services, storage, owner)
 

@@ -3,9 +3,21 @@ the seed flow end to end, and what the PCI create records."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from cardkeep.bootstrap import build_api, build_pci
+from cardkeep.cde.intake import CardInput
+from cardkeep.cde.pan import CardNumber, Cvv
+from cardkeep.config import Settings
+from cardkeep.domain.account import Mode
+from cardkeep.domain.card import Expiry
+from cardkeep.domain.money import Money
 from cardkeep.domain.setup_intent import Status as SI
+from cardkeep.service.payment_intents import NewPaymentIntent
+from cardkeep.service.setup_intents import NewSetupIntent
+from cardkeep.storage.memory import MemoryStorage
 from tests.world import World
 
 SI_FIELDS = {
@@ -85,3 +97,23 @@ def test_a_pci_create_records_exactly_one_created_event_with_the_final_status(
     assert world.events() == [("setup_intent.created", status.value)]
     kept = 1 if status is SI.AUTHORIZED else 0
     assert len(world.storage.tables.vault) == kept
+
+
+def test_build_api_alone_charges_through_an_in_process_charger(tmp_path: Path) -> None:
+    """Without a charger, the API side builds the PCI side's in this process (one-process mode):
+    the vault key comes from the data directory, as ``serve`` does it."""
+    settings = Settings(data_dir=tmp_path)
+    storage = MemoryStorage()
+    pci = build_pci(settings, storage=storage)
+    api = build_api(settings, storage=storage)
+    account, _ = api.services.accounts.create("m", Mode.SANDBOX)
+    cmd = NewSetupIntent("r", "t", "NoShow")
+    card_input = CardInput(CardNumber("5200000000001005"), Expiry(12, 2030), Cvv("123", None), None)
+    si = pci.intake.create(account, cmd, card_input)
+    pi = api.services.payment_intents.create(
+        account, NewPaymentIntent(Money(1000, "GBP"), "fee", setup_intent_id=si.id)
+    )
+    assert api.services.payment_intents.charge(account, pi.id).status == "Successful"
+    assert (tmp_path / "vault.key").stat().st_mode & 0o777 == 0o600
+    api.close()
+    pci.close()
