@@ -208,14 +208,20 @@ def test_a_charge_whose_setup_intent_or_card_is_gone_is_refused_and_sends_nothin
     assert world.storage.tables.payment_intents[pi_id].status is PS.CREATED
 
 
-def test_an_unknown_outcome_is_never_settled() -> None:
+def _charge_left_unknown() -> tuple[World, str]:
+    """A world with one charge claimed whose outcome is unknown."""
     world = World(
         acquirer=ScriptedAcquirer(answers=deque([ChargeOutcome(ChargeResult.UNKNOWN, "?")]))
     )
-    pis = world.services.payment_intents
     pi_id = world.pi(world.authorized())
     with pytest.raises(Unavailable):
-        pis.charge(world.account, pi_id)
+        world.services.payment_intents.charge(world.account, pi_id)
+    return world, pi_id
+
+
+def test_an_unknown_outcome_is_never_settled() -> None:
+    world, _ = _charge_left_unknown()
+    pis = world.services.payment_intents
     claim = next(iter(_claims(world)))
     with (
         pytest.raises(ValueError, match="never settled"),
@@ -252,13 +258,8 @@ class _Flaky:
 
 
 def test_recovery_leaves_a_claim_whose_resend_fails_or_stays_unknown() -> None:
-    world = World(
-        acquirer=ScriptedAcquirer(answers=deque([ChargeOutcome(ChargeResult.UNKNOWN, "?")]))
-    )
+    world, pi_id = _charge_left_unknown()
     pis = world.services.payment_intents
-    pi_id = world.pi(world.authorized())
-    with pytest.raises(Unavailable):
-        pis.charge(world.account, pi_id)
     flaky = _Flaky(pis._charge, [TimeoutError("again"), ChargeOutcome(ChargeResult.UNKNOWN, "?")])
     claims = _claims(world)
     assert money_movement.recover(world.storage, flaky, claims) == 0  # type: ignore[arg-type]
