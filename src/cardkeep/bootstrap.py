@@ -38,6 +38,7 @@ from cardkeep.domain.errors import Unauthorized
 from cardkeep.domain.ids import IdFactory
 from cardkeep.service.context import Context, Policy
 from cardkeep.service.facade import Services
+from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.ports import Charger, Clock, Storage
 from cardkeep.storage import sqlite
 
@@ -69,12 +70,19 @@ def _policy(settings: Settings) -> Policy:
     return Policy(
         currencies=settings.currencies,
         recovery_after=timedelta(seconds=settings.recovery_after),
+        sweep_interval=timedelta(seconds=settings.sweep_interval),
     )
 
 
-def _services(settings: Settings, storage: Storage, clock: Clock, charger: Charger) -> Services:
+def _services(
+    settings: Settings,
+    storage: Storage,
+    clock: Clock,
+    charger: Charger,
+    heartbeats: Heartbeats | None,
+) -> Services:
     ctx = Context(storage, clock, IdFactory(os.urandom), charger, _policy(settings))
-    return Services.build(ctx, settings.card_schemes)
+    return Services.build(ctx, settings.card_schemes, heartbeats)
 
 
 @dataclass
@@ -135,6 +143,7 @@ def build_pci(
     clock: Clock | None = None,
     vault: Vault | None = None,
     acquirer: Acquirer | None = None,
+    heartbeats: Heartbeats | None = None,
 ) -> PciSide:
     owner = _Owner()
     if storage is None:
@@ -150,7 +159,7 @@ def build_pci(
     if acquirer is None:
         acquirer = SandboxAcquirer(allow_prod=settings.allow_prod_on_sandbox_acquirer)
     charger = VaultCharger(storage, vault, acquirer)
-    services = _services(settings, storage, clock or SystemClock(), charger)
+    services = _services(settings, storage, clock or SystemClock(), charger, heartbeats)
     intake = CardIntake(services.setup_intents, vault, acquirer, services.ctx.ids)
     app = create_pci_app(services, intake)
     return PciSide(app, services, storage, vault, acquirer, charger, intake, owner)
@@ -162,6 +171,7 @@ def build_api(
     storage: Storage | None = None,
     clock: Clock | None = None,
     charger: Charger | None = None,
+    heartbeats: Heartbeats | None = None,
 ) -> ApiSide:
     """The API listener. ``charger`` is how it reaches the cardholder-data side; without one it
     builds the PCI side's charger in this process (until the processes are split)."""
@@ -171,11 +181,13 @@ def build_api(
         owner.closers.append(storage)
     if charger is None:
         try:
-            charger = build_pci(settings, storage=storage, clock=clock).charger
+            charger = build_pci(
+                settings, storage=storage, clock=clock, heartbeats=heartbeats
+            ).charger
         except BaseException:
             owner.close()
             raise
-    services = _services(settings, storage, clock or SystemClock(), charger)
+    services = _services(settings, storage, clock or SystemClock(), charger, heartbeats)
     return ApiSide(create_api_app(services), services, storage, owner)
 
 
@@ -191,12 +203,15 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
         storage = storage_for(settings)
+        beats = Heartbeats(clock or SystemClock())
         try:
-            pci = build_pci(settings, storage=storage, clock=clock)
+            pci = build_pci(settings, storage=storage, clock=clock, heartbeats=beats)
         except BaseException:
             storage.close()
             raise
-        api = build_api(settings, storage=storage, clock=clock, charger=pci.charger)
+        api = build_api(
+            settings, storage=storage, clock=clock, charger=pci.charger, heartbeats=beats
+        )
         return cls(settings, storage, pci, api)
 
     @property

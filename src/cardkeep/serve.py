@@ -39,7 +39,7 @@ PORTS_FILE = "ports.json"
 def write_ports(data_dir: Path, host: str, *, api_port: int, pci_port: int) -> Path:
     """``<data dir>/ports.json``: the ports actually bound (``--api-port 0`` picks a free one),
     for harnesses that start ``cardkeep serve`` and need to know where it listens. Atomic."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = data_dir / PORTS_FILE
     doc = {"host": host, "api": api_port, "pci": pci_port, "pid": os.getpid()}
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -57,10 +57,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+SWEEPER = "sweeper"
+
+
 async def _sweep_forever(settings: Settings, runtime: Runtime, stop: asyncio.Event) -> None:
+    """The sweeper and recovery loop. A run that completes beats its heartbeat (so ``/health``
+    can tell a loop that stopped working); a run that fails is logged and tried again."""
+    heartbeats = runtime.services.heartbeats
+    heartbeats.register(SWEEPER, settings.sweep_interval)
     while not stop.is_set():
         try:
             report = await run_in_threadpool(runtime.services.sweeper.run_once)
+            heartbeats.beat(SWEEPER)
             if report.setup_intents or report.payment_intents or report.recovered_charges:
                 log.info(
                     "sweep",
@@ -68,6 +76,8 @@ async def _sweep_forever(settings: Settings, runtime: Runtime, stop: asyncio.Eve
                     payment_intents=report.payment_intents,
                     recovered_charges=report.recovered_charges,
                 )
+            if report.failed_accounts:
+                log.error("sweep_failed_for_accounts", accounts=list(report.failed_accounts))
         except Exception as exc:
             log.error("sweep_failed", error_type=type(exc).__name__, exc_info=exc)
         with contextlib.suppress(TimeoutError):

@@ -16,6 +16,7 @@ from cardkeep.domain.attempts import AttemptType, AuthAttempt
 from cardkeep.domain.errors import (
     ChargeInProgress,
     ClientSecretExpired,
+    ClientSecretInvalid,
     ClientSecretUsed,
     InvalidState,
     NotFound,
@@ -308,5 +309,5 @@ def test_client_session_secrets_used_too_old_and_the_owner_key() -> None:
     world.advance(hours=25)
     with pytest.raises(ClientSecretExpired, match="too old"):
         sis.refresh_public_secret(si.id, secret)
-    with pytest.raises(NotFound):
+    with pytest.raises(ClientSecretInvalid):  # an unknown id looks like a wrong secret
         sis.refresh_public_secret("si_sandbox_none", secret)

@@ -15,8 +15,9 @@ from cardkeep.cde.intake import CardIntake
 from cardkeep.domain.errors import ValidationFailed
 from cardkeep.service.facade import Services
 from cardkeep.web import requests, responses
+from cardkeep.web.body import repeated_keys
 from cardkeep.web.common import assemble, health_route
-from cardkeep.web.fields import Errors
+from cardkeep.web.fields import Errors, add
 from cardkeep.web.pipeline import Call, Edge
 from cardkeep.web.problems import not_implemented
 
@@ -29,10 +30,12 @@ def create_pci_app(services: Services, intake: CardIntake) -> ASGIApp:
     async def create(call: Call) -> Response:
         assert call.account is not None
         errors: Errors = {}
+        for path in repeated_keys(call.raw_body, "cardDetails"):
+            add(errors, path, f"The {path} field appears more than once.")
         now = services.ctx.now(call.account)
         card = read_card(call.body, errors, accepted, now)
         cmd = requests.setup_intent_command(call.body, errors)  # raises with card errors too
-        if card is None:  # read_card recorded why
+        if card is None or errors:  # read_card (or the repeated keys) recorded why
             raise ValidationFailed(
                 errors or {"CardDetails": ["The CardDetails field is required."]}
             )

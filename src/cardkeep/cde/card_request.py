@@ -5,6 +5,7 @@ HTTP-side: uses ``web.fields``; errors name the field and the rule, never the va
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,8 @@ from cardkeep.cde.intake import CardInput
 from cardkeep.cde.pan import CardNumber, Cvv
 from cardkeep.domain.card import Expiry, Scheme
 from cardkeep.web.fields import MISSING, Bool, Errors, Obj, Str, add
+
+_LONG_DIGITS = re.compile(r"[0-9]{6,}")
 
 CARD_FIELDS = Obj(
     "cardDetails",
@@ -69,6 +72,12 @@ def read_card(
             cvv = Cvv(data["cv2"], scheme)
         except ValueError as exc:
             add(errors, "CardDetails.Cv2", f"The CV2 {exc}.")
-    if pan is None or expiry is None or cvv is None:
+    name = data.get("cardName")
+    if name is not None and _LONG_DIGITS.search(name):
+        add(
+            errors, "CardDetails.CardName", "The card name must not hold 6 or more digits in a row."
+        )
+        name = None
+    if pan is None or expiry is None or cvv is None or (name is None and "cardName" in data):
         return None
-    return CardInput(pan, expiry, cvv, data.get("cardName"))
+    return CardInput(pan, expiry, cvv, name)

@@ -52,7 +52,7 @@ def load_key(data_dir: Path, *, env_value: str | None) -> VaultKey:
         return key
     if from_file is not None:
         return from_file
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     text = base64.b64encode(os.urandom(32)).decode("ascii")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

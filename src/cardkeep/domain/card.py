@@ -84,6 +84,8 @@ def mask(digits: str) -> str:
 # A maximal run of digits, written together or separated by single whitespace characters, dashes,
 # dots or underscores (CONTRACT §2). ASCII digits only: other digit characters are not a PAN.
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[\s._-]?[0-9])*(?![0-9])")
+# Log redaction hides more: up to two separators between digits ("5200  0000  0000  1005").
+_LOOSE_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[\s._-]{0,2}[0-9])*(?![0-9])")
 _SEPARATORS = re.compile(r"[\s._-]")
 
 
@@ -96,8 +98,9 @@ def _luhn_run(match: re.Match[str]) -> str | None:
 
 
 def looks_like_pan(text: str) -> bool:
-    """True when ``text`` holds a Luhn-valid run of 12-19 digits whose prefix belongs to a known
-    card scheme (any scheme, AMEX included, whatever an account accepts)."""
+    """True when ``text`` holds a Luhn-valid maximal run of 12-19 digits (together or with single
+    separators) whose prefix belongs to a known card scheme (any scheme, AMEX included, whatever an
+    account accepts): the rule that refuses card numbers outside ``cardDetails.cardNumber``."""
     for match in _DIGIT_RUN.finditer(text):
         digits = _luhn_run(match)
         if digits is not None and _scheme_by_prefix(digits):
@@ -106,14 +109,14 @@ def looks_like_pan(text: str) -> bool:
 
 
 def mask_pans(text: str) -> str:
-    """``text`` with every Luhn-valid run of 12-19 digits masked (scheme or not): log redaction
-    errs on the side of hiding."""
+    """``text`` with every Luhn-valid run of 12-19 digits masked, scheme or not, separated by up to
+    two separator characters: log and error redaction errs on the side of hiding."""
 
     def masked(match: re.Match[str]) -> str:
         digits = _luhn_run(match)
         return match.group(0) if digits is None else mask(digits)
 
-    return _DIGIT_RUN.sub(masked, text)
+    return _LOOSE_DIGIT_RUN.sub(masked, text)
 
 
 _EXPIRY = re.compile(r"^\s*(\d{2})\s*/\s*(\d{2}|\d{4})\s*$", re.ASCII)
@@ -136,6 +139,8 @@ class Expiry:
             raise ValueError("must have a month between 01 and 12")
         if year < 100:
             year += 2000
+        elif not 2000 <= year <= 2099:
+            raise ValueError("must have a four-digit year from 2000 to 2099")
         return cls(month, year)
 
     @property

@@ -96,7 +96,11 @@ class NotMerchantInitiated(DomainError):
 
 
 class ChargeInProgress(DomainError):
-    pass
+    """A charge is in flight; ``retry_after`` says when its outcome should be known."""
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Conflict(DomainError):

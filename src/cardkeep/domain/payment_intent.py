@@ -116,12 +116,13 @@ def due_event(pi: PaymentIntent, now: datetime) -> Event | None:
 # -- refusal rules -----------------------------------------------------------------------------
 
 
-def cancellation(pi: PaymentIntent) -> Event | None:
-    """``DELETE``: the event to fire, or None when already Canceled (a harmless repeat)."""
+def cancellation(pi: PaymentIntent, *, wait: int = 1) -> Event | None:
+    """``DELETE``: the event to fire, or None when already Canceled (a harmless repeat). ``wait``
+    is the Retry-After of a refusal while a charge is in flight."""
     if pi.status is S.CANCELED:
         return None
     if pi.status is S.CHARGING:
-        raise ChargeInProgress("A charge of this payment intent is in progress; retry.")
+        raise ChargeInProgress("A charge of this payment intent is in progress; retry.", wait)
     if pi.status is not S.CREATED:
         raise InvalidState(
             f"The payment intent is {pi.status.value}; only a Created payment intent "
@@ -130,7 +131,7 @@ def cancellation(pi: PaymentIntent) -> Event | None:
     return E.CANCEL
 
 
-def charge_claim(pi: PaymentIntent) -> Event:
+def charge_claim(pi: PaymentIntent, *, wait: int = 1) -> Event:
     """The claim of a charge, or why this payment intent cannot be charged now."""
     if pi.setup_intent_id is None:
         raise NotMerchantInitiated(
@@ -138,7 +139,7 @@ def charge_claim(pi: PaymentIntent) -> Event:
             "intents can be charged."
         )
     if pi.status is S.CHARGING:
-        raise ChargeInProgress("A charge of this payment intent is in progress; retry.")
+        raise ChargeInProgress("A charge of this payment intent is in progress; retry.", wait)
     if pi.status is not S.CREATED:
         raise InvalidState(
             f"The payment intent is {pi.public_status.value}; only a Created payment "

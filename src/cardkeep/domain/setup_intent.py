@@ -156,13 +156,14 @@ def due_event(si: SetupIntent, now: datetime) -> Event | None:
 # -- refusal rules: which event an operation fires in each status, or why it is refused ----------
 
 
-def deletion(si: SetupIntent, *, include_authorized: bool) -> Event | None:
+def deletion(si: SetupIntent, *, include_authorized: bool, wait: int = 1) -> Event | None:
     """``DELETE``: the event to fire, or None when the intent is already Canceled/Closed (a
-    harmless repeat answered with the unchanged object)."""
+    harmless repeat answered with the unchanged object). ``wait`` is the Retry-After of a refusal
+    while a charge is in flight."""
     if si.status in (S.CANCELED, S.CLOSED):
         return None
     if si.status is S.CHARGE_HELD:
-        raise ChargeInProgress("A charge of this setup intent is in progress; retry.")
+        raise ChargeInProgress("A charge of this setup intent is in progress; retry.", wait)
     if si.status is S.CREATED:
         return E.CANCEL
     if si.status is S.AUTHORIZED:
@@ -186,10 +187,10 @@ def require_usable(si: SetupIntent) -> None:
         )
 
 
-def charge_hold(si: SetupIntent) -> Event:
+def charge_hold(si: SetupIntent, *, wait: int = 1) -> Event:
     """The claim of a charge: hold the card, or say why it cannot be charged now."""
     if si.status is S.CHARGE_HELD:
-        raise ChargeInProgress("A charge of this setup intent is in progress; retry.")
+        raise ChargeInProgress("A charge of this setup intent is in progress; retry.", wait)
     if si.status is not S.AUTHORIZED or si.vault_token is None:
         raise SetupIntentNotUsable(
             f"The setup intent is {si.public_status.value}; only an Authorized setup "

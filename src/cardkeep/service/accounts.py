@@ -60,11 +60,18 @@ class Accounts:
             raise ValidationFailed.one(
                 "Seconds", f"The field Seconds must be between 1 and {MAX_ADVANCE_SECONDS}."
             )
+        limit_us = int(self._ctx.policy.max_clock_offset.total_seconds()) * 1_000_000
         with self._ctx.storage.transaction(write=True) as uow:
             current = uow.accounts.get(account.id)
             if current is None:
                 raise NotFound("The account does not exist.")
             offset = current.clock_offset_us + seconds * 1_000_000
+            if offset > limit_us:
+                raise ValidationFailed.one(
+                    "Seconds",
+                    "The sandbox clock may move at most 100 years (3155760000 seconds) in all; "
+                    f"it has moved {current.clock_offset_us // 1_000_000} seconds so far.",
+                )
             uow.accounts.set_clock_offset(account.id, offset)
             uow.commit()
         moved = Account(account.id, account.name, account.mode, account.created_at, offset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,9 +21,20 @@ class Policy:
     client_secret_ttl: timedelta = timedelta(minutes=30)
     client_secret_refresh_window: timedelta = timedelta(hours=24)
     client_secret_max_failures: int = 5
-    # A claim older than this whose charge request is gone is re-driven by recovery.
+    payment_intent_max_ttl: timedelta = timedelta(days=365)
+    # A claim older than this (real time) whose charge request is gone is re-driven by recovery,
+    # which runs every ``sweep_interval``.
     recovery_after: timedelta = timedelta(seconds=30)
+    sweep_interval: timedelta = timedelta(seconds=5)
     sweep_batch: int = 200
+    # The sandbox clock's total offset may not exceed 100 years (CONTRACT §7.3).
+    max_clock_offset: timedelta = timedelta(seconds=3_155_760_000)
+
+    def recovery_wait(self, claimed_at: datetime | None, now: datetime) -> int:
+        """Seconds until recovery will have asked about a claim made at ``claimed_at`` (real
+        time; None: a claim made now): the Retry-After of a charge whose outcome is unknown."""
+        due = (claimed_at or now) + self.recovery_after + self.sweep_interval
+        return max(1, math.ceil((due - now).total_seconds()))
 
 
 @dataclass(frozen=True)

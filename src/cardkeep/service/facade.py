@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from cardkeep.service.accounts import Accounts
 from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context
+from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.payment_intents import PaymentIntents
 from cardkeep.service.setup_intents import SetupIntents
 from cardkeep.service.sweeper import Sweeper
@@ -20,10 +21,16 @@ class Services:
     payment_intents: PaymentIntents
     sweeper: Sweeper
     card_schemes: tuple[str, ...]
+    # The background loops of this process, for /health (shared by both listeners).
+    heartbeats: Heartbeats
 
     @classmethod
-    def build(cls, ctx: Context, card_schemes: tuple[str, ...]) -> Services:
+    def build(
+        cls, ctx: Context, card_schemes: tuple[str, ...], heartbeats: Heartbeats | None = None
+    ) -> Services:
         changes = Changes(ctx.storage, ctx.event_id)
         sis = SetupIntents(ctx, changes)
         pis = PaymentIntents(ctx, changes)
-        return cls(ctx, Accounts(ctx), sis, pis, Sweeper(ctx, sis, pis), card_schemes)
+        sweeper = Sweeper(ctx, sis, pis)
+        beats = heartbeats or Heartbeats(ctx.clock)
+        return cls(ctx, Accounts(ctx), sis, pis, sweeper, card_schemes, beats)

@@ -90,6 +90,9 @@ def recover(storage: Storage, movement: Movement[C, O, A], claims: Iterable[C]) 
             continue
         if not movement.known(outcome):
             continue
-        settle(storage, movement, claim, outcome)
+        try:
+            settle(storage, movement, claim, outcome)
+        except Exception:  # noqa: S112 - this claim stays; the others are still settled
+            continue
         settled += 1
     return settled

@@ -114,7 +114,8 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         if pi is None:
             raise NotFound(f"No payment intent with id {pi_id}.")
         pi = changes.check_due(pi, now)
-        claim = pim.charge_claim(pi)
+        policy, real_now = self._ctx.policy, self._ctx.clock.now()
+        claim = pim.charge_claim(pi, wait=policy.recovery_wait(pi.claimed_at, real_now))
         assert pi.setup_intent_id is not None
         si = uow.setup_intents.get(account.id, pi.setup_intent_id)
         if si is None:
@@ -125,11 +126,12 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
             attempt = self._attempt(ChargeOutcome(ChargeResult.CARD_EXPIRED, CARD_EXPIRED), si, now)
             changes.save(uow, pi, pim.noted(pi, attempt, now))
             return ChargeAnswer(pi.id, ChargeStatus.DECLINED, CARD_EXPIRED)
-        hold = sim.charge_hold(si)
+        # Another payment intent of this setup intent is being charged: at most a full wait.
+        hold = sim.charge_hold(si, wait=policy.recovery_wait(None, real_now))
         assert si.vault_token is not None
         if not uow.vault.holds(si.vault_token):
             raise SetupIntentNotUsable("The setup intent's card is no longer on file.")
-        claimed = pim.transition(pi, claim, now, claimed_at=self._ctx.clock.now())
+        claimed = pim.transition(pi, claim, now, claimed_at=real_now)
         changes.save(uow, pi, claimed)
         changes.save(uow, si, sim.transition(si, hold, now))
         return Claimed(ChargeClaim(account, pi.id, self.request(account, claimed, si)))
@@ -144,7 +146,8 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         return outcome.result is not ChargeResult.UNKNOWN
 
     def unknown(self, claim: ChargeClaim) -> Exception:
-        return Unavailable(UNKNOWN_OUTCOME)
+        wait = self._ctx.policy.recovery_wait(None, self._ctx.clock.now())
+        return Unavailable(UNKNOWN_OUTCOME, wait)
 
     def settle(self, uow: UnitOfWork, claim: ChargeClaim, outcome: ChargeOutcome) -> ChargeAnswer:
         account = claim.account
@@ -220,6 +223,10 @@ class PaymentIntents:
             expire_at = cmd.expire_at or now + ctx.policy.payment_intent_ttl
             if expire_at <= now:
                 raise ValidationFailed.one("ExpireAt", "The field ExpireAt must be in the future.")
+            if expire_at > now + ctx.policy.payment_intent_max_ttl:
+                raise ValidationFailed.one(
+                    "ExpireAt", "The field ExpireAt must be at most 365 days in the future."
+                )
             if cmd.setup_intent_id is not None:
                 self._check_usable(uow, account, cmd, now)
             pi = PaymentIntent(
@@ -275,7 +282,8 @@ class PaymentIntents:
     def cancel(self, account: Account, pi_id: str) -> PaymentIntent:
         def attempt(uow: UnitOfWork) -> PaymentIntent:
             pi = self._load(uow, account, pi_id)
-            event = pim.cancellation(pi)
+            wait = self._ctx.policy.recovery_wait(pi.claimed_at, self._ctx.clock.now())
+            event = pim.cancellation(pi, wait=wait)
             if event is None:
                 return pi  # already Canceled: answered unchanged
             canceled = pim.transition(pi, event, self._ctx.now(account))
@@ -312,6 +320,6 @@ class PaymentIntents:
                 account = uow.accounts.get(pi.account_id)
                 si = uow.setup_intents.get(pi.account_id, pi.setup_intent_id or "")
                 if account is None or si is None or si.vault_token is None:
-                    continue
+                    continue  # nothing to re-send with; left for an operator, never guessed
                 claims.append(ChargeClaim(account, pi.id, Charge.request(account, pi, si)))
         return money_movement.recover(ctx.storage, self._charge, claims)

@@ -171,7 +171,8 @@ class SetupIntents:
     def delete(self, account: Account, si_id: str, include_authorized: bool) -> SetupIntent:
         def attempt(uow: UnitOfWork) -> SetupIntent:
             si = self._load(uow, account, si_id)
-            event = sim.deletion(si, include_authorized=include_authorized)
+            wait = self._ctx.policy.recovery_wait(None, self._ctx.clock.now())
+            event = sim.deletion(si, include_authorized=include_authorized, wait=wait)
             if event is None:
                 return si  # already Canceled or Closed: answered unchanged
             ended = sim.transition(si, event, self._ctx.now(account), secret=None)
@@ -201,27 +202,34 @@ class SetupIntents:
 
         return self._changes.decide(attempt)
 
-    def _owner(self, si_id: str) -> tuple[SetupIntent, Account]:
+    def _owner(self, si_id: str) -> tuple[SetupIntent, Account] | None:
         with self._ctx.storage.transaction(write=False) as uow:
             si = uow.setup_intents.find(si_id)
             owner = uow.accounts.get(si.account_id) if si is not None else None
-        if si is None or owner is None:
-            raise NotFound(f"No setup intent with id {si_id}.")
-        return si, owner
+        return None if si is None or owner is None else (si, owner)
+
+    def _by_secret(self, si_id: str) -> tuple[SetupIntent, Account]:
+        """The intent a client session secret is for: an unknown id gets the same 401 as a wrong
+        secret, so a caller without the secret learns nothing about which ids exist."""
+        found = self._owner(si_id)
+        if found is None:
+            raise ClientSecretInvalid("The client session secret is not valid.")
+        return found
 
     def authenticate_public(self, si_id: str, secret: str, account: Account | None) -> SetupIntent:
         """``GET /setup-intents/public/{id}``: the client secret (valid, not consumed), or the
         owning account's key."""
-        si, owner = self._owner(si_id)
         if account is not None:
-            if account.id != owner.id:
+            found = self._owner(si_id)
+            if found is None or account.id != found[1].id:
                 raise NotFound(f"No setup intent with id {si_id}.")
             return self.get(account, si_id)
+        si, owner = self._by_secret(si_id)
         self._check_secret(si, secret, self._ctx.now(owner), allow_expired=False)
         return self.get(owner, si_id)
 
     def refresh_public_secret(self, si_id: str, secret: str) -> tuple[SetupIntent, str]:
-        si, owner = self._owner(si_id)
+        si, owner = self._by_secret(si_id)
         self._check_secret(si, secret, self._ctx.now(owner), allow_expired=True)
 
         def attempt(uow: UnitOfWork) -> tuple[SetupIntent, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cardkeep.domain.account import Account
 from cardkeep.domain.errors import DomainError
 from cardkeep.service.context import Context
 from cardkeep.service.payment_intents import PaymentIntents
@@ -19,6 +20,8 @@ class SweepReport:
     setup_intents: int
     payment_intents: int
     recovered_charges: int
+    # Accounts whose sweep failed this run (the others were swept all the same).
+    failed_accounts: tuple[str, ...] = ()
 
 
 class Sweeper:
@@ -28,25 +31,39 @@ class Sweeper:
         self._pis = pis
 
     def run_once(self) -> SweepReport:
-        ctx = self._ctx
-        n_si = n_pi = 0
-        with ctx.storage.transaction(write=False) as uow:
+        """Sweep every account, each on its own: one account that fails (bad data, a clock out
+        of range) never stops the others, nor the recovery of unknown-outcome charges."""
+        with self._ctx.storage.transaction(write=False) as uow:
             accounts = uow.accounts.list()
+        n_si = n_pi = 0
+        failed: list[str] = []
         for account in accounts:
-            now = ctx.now(account)
-            with ctx.storage.transaction(write=False) as uow:
-                si_ids = uow.setup_intents.due(account.id, now, ctx.policy.sweep_batch)
-                pi_ids = uow.payment_intents.due(account.id, now, ctx.policy.sweep_batch)
-            for si_id in si_ids:
-                try:
-                    self._sis.get(account, si_id)
-                    n_si += 1
-                except DomainError:  # lost a race with a request: that request applied it
-                    continue
-            for pi_id in pi_ids:
-                try:
-                    self._pis.expire_due(account, pi_id)
-                    n_pi += 1
-                except DomainError:
-                    continue
-        return SweepReport(n_si, n_pi, self._pis.recover())
+            try:
+                swept_si, swept_pi = self._sweep(account)
+            except Exception:  # isolated: reported, and retried on the next run
+                failed.append(account.id)
+                continue
+            n_si += swept_si
+            n_pi += swept_pi
+        return SweepReport(n_si, n_pi, self._pis.recover(), tuple(failed))
+
+    def _sweep(self, account: Account) -> tuple[int, int]:
+        ctx = self._ctx
+        now = ctx.now(account)
+        with ctx.storage.transaction(write=False) as uow:
+            si_ids = uow.setup_intents.due(account.id, now, ctx.policy.sweep_batch)
+            pi_ids = uow.payment_intents.due(account.id, now, ctx.policy.sweep_batch)
+        n_si = n_pi = 0
+        for si_id in si_ids:
+            try:
+                self._sis.get(account, si_id)
+                n_si += 1
+            except DomainError:  # lost a race with a request: that request applied it
+                continue
+        for pi_id in pi_ids:
+            try:
+                self._pis.expire_due(account, pi_id)
+                n_pi += 1
+            except DomainError:
+                continue
+        return n_si, n_pi

@@ -48,7 +48,7 @@ def _connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conn
 
 def migrate(path: Path) -> list[int]:
     """Apply pending migrations; returns the versions applied now."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)  # owner-only from the first byte (WAL/SHM follow it)
     conn = _connect(path)
     try:

@@ -5,6 +5,7 @@ An empty body is ``None`` (endpoints without a body accept none, empty or ``{}``
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -47,6 +48,42 @@ def decode_json(raw: bytes) -> Any:
     if _depth_exceeds(value, MAX_DEPTH):
         raise ValidationFailed.one("$", f"The request body nests deeper than {MAX_DEPTH} levels.")
     return value
+
+
+class _Obj(dict[str, Any]):
+    """A decoded JSON object that remembers which of its keys were repeated (any case)."""
+
+    repeated: list[str]
+
+
+def _remembering(items: list[tuple[str, Any]]) -> _Obj:
+    obj = _Obj(items)
+    seen: set[str] = set()
+    obj.repeated = []
+    for key, _ in items:
+        if key.lower() in seen:
+            obj.repeated.append(key)
+        seen.add(key.lower())
+    return obj
+
+
+def repeated_keys(raw: bytes, under: str) -> list[str]:
+    """The keys repeated (in any case) inside the top-level object ``under`` of a JSON body, and
+    ``under`` itself when it is repeated: where "the last one wins" would be a guess, the caller
+    refuses the request instead. Paths in Dojo's form (``CardDetails.Cv2``)."""
+    try:
+        top = json.loads(raw, object_pairs_hook=_remembering)
+    except ValueError:
+        return []
+    if not isinstance(top, _Obj):
+        return []
+    wanted = under.lower()
+    head = under[:1].upper() + under[1:]
+    found = [head for key in top.repeated if key.lower() == wanted]
+    for key, value in top.items():
+        if key.lower() == wanted and isinstance(value, _Obj):
+            found += [f"{head}.{k[:1].upper()}{k[1:]}" for k in value.repeated]
+    return found
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from cardkeep.domain.timefmt import iso
 from cardkeep.logs import get_logger
 from cardkeep.service.facade import Services
 from cardkeep.web.guard import Guard
@@ -22,6 +23,9 @@ log = get_logger("cardkeep.health")
 
 
 def health_route(services: Services) -> Route:
+    """CONTRACT §11: 503 ``unavailable`` when the database does not answer; 200 ``degraded``
+    when it does but a background loop is late; else 200 ``ok``."""
+
     async def health(request: Request) -> Response:
         try:
             await run_in_threadpool(services.ctx.storage.ping)
@@ -30,6 +34,10 @@ def health_route(services: Services) -> Route:
             return json_response(
                 {"status": "unavailable", "reason": "the database does not answer"}, status=503
             )
+        late = services.heartbeats.late()
+        if late:
+            loops = {name: {"lastRunAt": iso(at)} for name, at in sorted(late.items())}
+            return json_response({"status": "degraded", "loops": loops})
         return json_response({"status": "ok"})
 
     return Route("/health", health, methods=["GET"])

@@ -134,9 +134,7 @@ def from_exception(exc: Exception) -> Problem:
         return Problem(status, code, exc.detail, headers=exc.headers)
     assert isinstance(exc, DomainError)
     headers: dict[str, str] = {}
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable | ChargeInProgress):
         headers["Retry-After"] = str(exc.retry_after)
-    elif isinstance(exc, ChargeInProgress):
-        headers["Retry-After"] = "1"
     errors = exc.errors if isinstance(exc, ValidationFailed) else None
     return Problem(status, code, exc.detail, errors=errors, headers=headers)

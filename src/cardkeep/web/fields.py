@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from cardkeep.domain.money import MAX_VALUE, MIN_VALUE, Money
@@ -148,15 +148,28 @@ _RFC3339 = re.compile(
 )
 
 
+# Accepted instants, in UTC: far from datetime's limits, so no arithmetic on them can overflow, and
+# always a four-digit year on the way out.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 class DateTime(Field):
-    """An RFC 3339 date-time with a UTC offset (extra fraction digits beyond 6 are dropped)."""
+    """An RFC 3339 date-time with a UTC offset (extra fraction digits beyond 6 are dropped),
+    between 1970 and 8999 once converted to UTC."""
 
     def parse(self, raw: Any, path: str, errors: Errors) -> Any:
         if isinstance(raw, str) and _RFC3339.match(raw):
             try:
-                return datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
-            except ValueError:
+                value = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
+                in_range = EARLIEST <= value.astimezone(UTC) < LATEST
+            except (ValueError, OverflowError):
                 pass
+            else:
+                if in_range:
+                    return value
+                add(errors, path, f"The {path} field must be between 1970 and 8999 (UTC).")
+                return MISSING
         add(errors, path, f"The {path} field must be an RFC 3339 date-time with a UTC offset.")
         return MISSING
 
@@ -245,7 +258,9 @@ class MoneyField(Field):
             raw, path, errors
         )
         currency = Str("currencyCode", required=True, min_len=1, max_len=10).read(raw, path, errors)
-        if currency is not MISSING and not (len(currency) == 3 and currency.isalpha()):
+        if currency is not MISSING and not (
+            len(currency) == 3 and currency.isascii() and currency.isalpha()
+        ):
             add(errors, join(path, "currencyCode"), "The currency code must be ISO 4217 alpha-3.")
             return MISSING
         if value is MISSING or currency is MISSING:

@@ -3,8 +3,9 @@ handler, and one place where any failure becomes ProblemDetails.
 
 A route's steps, in order: path ids (longer than any id → 404), release (the ``version`` header),
 credentials (``Authorization: Basic``), authentication (the secret key → account), body (64 KiB,
-JSON), card guard (API listener: card fields refused). Each step reads the request and fills in
-the ``Call``; a step that refuses raises. A new concern (``Idempotency-Key``) is one more step.
+JSON), card guards (API listener: card fields refused; both listeners: a card number in any other
+field refused). Each step reads the request and fills in the ``Call``; a step that refuses raises.
+A new concern (``Idempotency-Key``) is one more step.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from cardkeep.domain.account import Account
 from cardkeep.domain.errors import CardDataNotAccepted, NotFound, Unauthorized
 from cardkeep.domain.ids import MAX_PATH_ID_LENGTH
 from cardkeep.web.body import decode_json, read_body
-from cardkeep.web.card_guard import contains_card_fields
+from cardkeep.web.card_guard import contains_card_fields, pan_field
 from cardkeep.web.credentials import basic_credential, missing_credential_detail
 from cardkeep.web.problems import problem_for
 from cardkeep.web.release import resolve_release
@@ -42,6 +43,7 @@ class Call:
     credential: str | None = None
     account: Account | None = None
     body: Any = None
+    raw_body: bytes = b""
 
     def param(self, name: str) -> str:
         return str(self.request.path_params[name])
@@ -95,12 +97,22 @@ class Authenticate:
 
 
 async def read_json_body(call: Call) -> None:
-    call.body = decode_json(await read_body(call.request))
+    call.raw_body = await read_body(call.request)
+    call.body = decode_json(call.raw_body)
 
 
 async def refuse_card_fields(call: Call) -> None:
     if contains_card_fields(call.body):
         raise CardDataNotAccepted("Card data goes to the PCI listener, never to the API listener.")
+
+
+async def refuse_pans_in_text(call: Call) -> None:
+    field = pan_field(call.body)
+    if field is not None:
+        raise CardDataNotAccepted(
+            f"The field {field} holds what looks like a card number. A card number goes only in "
+            "cardDetails.cardNumber, on the PCI listener; cardkeep never stores one anywhere else."
+        )
 
 
 # -- routes -------------------------------------------------------------------------------------
@@ -123,6 +135,7 @@ class Edge:
         steps.append(read_json_body)
         if self._rejects_card_data:
             steps.append(refuse_card_fields)
+        steps.append(refuse_pans_in_text)
         return steps
 
     def route(

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cardkeep.domain.card import mask_pans
 from cardkeep.domain.errors import Code
 from cardkeep.logs import get_logger
 from cardkeep.web import errors
@@ -45,12 +46,17 @@ def render(problem: Problem, trace_id: str) -> Response:
         "title": errors.TITLES[problem.code],
         "status": status,
     }
+    # Ids, keys and messages may echo what the client sent: nothing that looks like a card number
+    # leaves in clear, whichever code raised the problem.
     if problem.code is not Code.INTERNAL_ERROR and problem.detail:
-        body["detail"] = problem.detail
+        body["detail"] = mask_pans(problem.detail)
     body["traceId"] = trace_id
     body["code"] = problem.code.value
     if problem.errors is not None:
-        body["errors"] = problem.errors
+        body["errors"] = {
+            mask_pans(path): [mask_pans(m) for m in messages]
+            for path, messages in problem.errors.items()
+        }
     headers = dict(problem.headers or {})
     if status == 401:
         headers.setdefault("WWW-Authenticate", 'Basic realm="cardkeep"')
