@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from cardkeep import logs
 from cardkeep.bootstrap import build_api, build_pci
 from cardkeep.cde.acquirers.base import Acquirer
+from cardkeep.cde.acquirers.ledger import StorageLedger
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
 from cardkeep.cde.intake import CardInput
 from cardkeep.cde.keys import VaultKey
@@ -117,7 +118,7 @@ class World:
         )
         self.storage = MemoryStorage()
         self.clock = FixedClock()
-        self.acquirer = acquirer or SandboxAcquirer()
+        self.acquirer = acquirer or SandboxAcquirer(StorageLedger(self.storage, self.clock))
         self.vault = Vault(VaultKey("k1", os.urandom(32)))
         self.pci = build_pci(
             self.settings,

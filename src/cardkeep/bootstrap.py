@@ -26,6 +26,7 @@ from starlette.types import ASGIApp
 from cardkeep.api.app import create_api_app
 from cardkeep.cde import vault_store
 from cardkeep.cde.acquirers.base import Acquirer
+from cardkeep.cde.acquirers.ledger import StorageLedger
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
 from cardkeep.cde.app import create_pci_app
 from cardkeep.cde.charger import VaultCharger
@@ -70,6 +71,7 @@ def _policy(settings: Settings) -> Policy:
     return Policy(
         currencies=settings.currencies,
         recovery_after=timedelta(seconds=settings.recovery_after),
+        acquirer_timeout=timedelta(seconds=settings.effective_acquirer_timeout),
         sweep_interval=timedelta(seconds=settings.sweep_interval),
     )
 
@@ -157,7 +159,8 @@ def build_pci(
         owner.close()
         raise
     if acquirer is None:
-        acquirer = SandboxAcquirer(allow_prod=settings.allow_prod_on_sandbox_acquirer)
+        ledger = StorageLedger(storage, clock or SystemClock())
+        acquirer = SandboxAcquirer(ledger, allow_prod=settings.allow_prod_on_sandbox_acquirer)
     charger = VaultCharger(storage, vault, acquirer)
     services = _services(settings, storage, clock or SystemClock(), charger, heartbeats)
     intake = CardIntake(services.setup_intents, vault, acquirer, services.ctx.ids)

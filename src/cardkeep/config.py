@@ -54,6 +54,9 @@ class Settings:
     allow_prod_on_sandbox_acquirer: bool = False
     sweep_interval: float = 5.0
     recovery_after: float = 30.0
+    # The hard timeout of an acquirer call (real time); must be shorter than recovery_after, so
+    # recovery never re-sends while the first call may still be in flight. None: the default.
+    acquirer_timeout: float | None = None
     log_level: str = "info"
 
     def __repr__(self) -> str:
@@ -61,6 +64,13 @@ class Settings:
             f"{k}={'***' if k == 'vault_key' and v else v!r}" for k, v in self.__dict__.items()
         )
         return f"Settings({shown})"
+
+    @property
+    def effective_acquirer_timeout(self) -> float:
+        """10 s, or half the recovery delay when that is shorter (test servers recover fast)."""
+        if self.acquirer_timeout is not None:
+            return self.acquirer_timeout
+        return min(10.0, self.recovery_after / 2)
 
     @property
     def database(self) -> Database:
@@ -98,7 +108,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         changes["vault_key"] = env["CARDKEEP_VAULT_KEY"]
     if env.get("CARDKEEP_ALLOW_PROD_ON_SANDBOX_ACQUIRER", "").lower() in ("1", "true", "yes"):
         changes["allow_prod_on_sandbox_acquirer"] = True
-    for key, name in (("sweep_interval", "SWEEP_INTERVAL"), ("recovery_after", "RECOVERY_AFTER")):
+    numbers = (
+        ("sweep_interval", "SWEEP_INTERVAL"),
+        ("recovery_after", "RECOVERY_AFTER"),
+        ("acquirer_timeout", "ACQUIRER_TIMEOUT"),
+    )
+    for key, name in numbers:
         raw = env.get(f"CARDKEEP_{name}")
         if raw is not None:
             try:
@@ -110,4 +125,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         if level not in LOG_LEVELS:
             raise SettingsError(f"CARDKEEP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         changes["log_level"] = level
-    return replace(s, **changes)
+    settings = replace(s, **changes)
+    for key in ("sweep_interval", "recovery_after", "acquirer_timeout"):
+        value = getattr(settings, key)
+        if value is not None and not 0 < value < 86_400:
+            raise SettingsError(f"CARDKEEP_{key.upper()} must be between 0 and 86400 seconds")
+    if settings.effective_acquirer_timeout >= settings.recovery_after:
+        raise SettingsError(
+            "CARDKEEP_ACQUIRER_TIMEOUT must be shorter than CARDKEEP_RECOVERY_AFTER: recovery may "
+            "re-send an attempt only once its first call can no longer be in flight"
+        )
+    return settings

@@ -325,3 +325,101 @@ def test_a_card_field_sent_twice_is_refused(merchant: Merchant) -> None:
     assert r.status_code == 400, r.text
     assert "CardDetails.CV2" in r.json()["errors"], r.text
     assert "456" not in r.text
+
+
+# -- 8. recovery moves money exactly once, even when the acquirer never saw the first attempt ------
+
+
+def _ledger(server: Server, key: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(server.db_path) as conn:
+        return conn.execute(
+            "SELECT idempotency_key, result FROM sandbox_ledger WHERE idempotency_key = ?", (key,)
+        ).fetchall()
+
+
+def _claim_as_a_crash_left_it(server: Server, pi_id: str, si_id: str) -> None:
+    """What a process that died between the claim and the acquirer call leaves in the database."""
+    import json
+
+    with sqlite3.connect(server.db_path) as conn:
+        doc = json.loads(
+            conn.execute("SELECT doc FROM payment_intents WHERE id = ?", (pi_id,)).fetchone()[0]
+        )
+        doc.update(status="Charging", charge_attempts=1, claimed_at="2026-01-01T00:00:00+00:00")
+        conn.execute(
+            "UPDATE payment_intents SET status = 'Charging', doc = ? WHERE id = ?",
+            (json.dumps(doc).encode(), pi_id),
+        )
+        doc = json.loads(
+            conn.execute("SELECT doc FROM setup_intents WHERE id = ?", (si_id,)).fetchone()[0]
+        )
+        doc["status"] = "ChargeHeld"
+        conn.execute(
+            "UPDATE setup_intents SET status = 'ChargeHeld', doc = ? WHERE id = ?",
+            (json.dumps(doc).encode(), si_id),
+        )
+
+
+def _wait_for(merchant: Merchant, pi_id: str, status: str) -> None:
+    deadline = time.monotonic() + 15
+    while merchant.api.get(f"/payment-intents/{pi_id}").json()["status"] != status:
+        assert time.monotonic() < deadline, f"{pi_id} never became {status}"
+        time.sleep(0.1)
+
+
+def test_a_claim_the_acquirer_never_saw_is_charged_once_by_recovery(tmp_path: Path) -> None:
+    with run_server(tmp_path) as server:
+        key = server.create_account()
+        merchant = Merchant(server, key)
+        si = merchant.authorized_si()
+        pi = merchant.create_pi(si["id"]).json()
+        merchant.close()
+    _claim_as_a_crash_left_it(server, pi["id"], si["id"])
+    assert _ledger(server, f"charge:{pi['id']}:1") == []  # nothing reached the acquirer
+    with run_server(tmp_path) as server:
+        merchant = Merchant(server, key)
+        _wait_for(merchant, pi["id"], "Captured")
+        assert merchant.get_si(si["id"]).json()["status"] == "Completed"
+        assert _ledger(server, f"charge:{pi['id']}:1") == [(f"charge:{pi['id']}:1", "approved")]
+        merchant.close()
+
+
+def test_the_acquirer_ledger_survives_a_kill_and_answers_the_resend(tmp_path: Path) -> None:
+    with run_server(tmp_path, env={"CARDKEEP_RECOVERY_AFTER": "60"}) as server:
+        key = server.create_account()
+        merchant = Merchant(server, key)
+        si = merchant.authorized_si()
+        pi = merchant.create_pi(si["id"], value=1099).json()  # charged, answer lost
+        assert merchant.charge(pi["id"]).status_code == 503
+        merchant.close()
+        server.proc.kill()  # kill -9: nothing is flushed or settled on the way out
+        server.proc.wait()
+    ledger_key = f"charge:{pi['id']}:1"
+    assert _ledger(server, ledger_key) == [(ledger_key, "approved")]
+    with run_server(tmp_path) as server:  # recovery after 0.5 s this time
+        merchant = Merchant(server, key)
+        _wait_for(merchant, pi["id"], "Captured")
+        assert _ledger(server, ledger_key) == [(ledger_key, "approved")]  # charged once
+        events = merchant.api.get(f"/payment-intents/{pi['id']}").json()["paymentEvents"]
+        assert [e["eventType"] for e in events] == ["Captured"]
+        merchant.close()
+
+
+def test_an_acquirer_timeout_not_shorter_than_the_recovery_delay_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {
+        **__import__("os").environ,
+        "CARDKEEP_ACQUIRER_TIMEOUT": "30",
+        "CARDKEEP_RECOVERY_AFTER": "30",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "cardkeep", "migrate", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 2
+    assert "CARDKEEP_ACQUIRER_TIMEOUT must be shorter than CARDKEEP_RECOVERY_AFTER" in r.stderr

@@ -7,6 +7,7 @@ from collections import deque
 
 import pytest
 
+from cardkeep.cde.acquirers.base import MitCharge
 from cardkeep.domain.account import Mode
 from cardkeep.domain.card import Expiry
 from cardkeep.domain.errors import Unavailable
@@ -156,3 +157,26 @@ def test_a_refusal_keeps_the_expiry_it_found_due() -> None:
     assert world.storage.tables.setup_intents[si.id].status is SI.EXPIRED
     assert world.events()[-1] == ("setup_intent.status_updated", "Expired")
     assert world.storage.tables.payment_intents == {}
+
+
+def test_an_answer_after_the_call_timeout_is_not_settled_from() -> None:
+    """The acquirer answers after the hard timeout: the answer is set aside, the charge is left to
+    recovery, which asks again only after the recovery delay and gets the same answer."""
+
+    class Slow(ScriptedAcquirer):
+        def charge(self, charge: MitCharge) -> ChargeOutcome:
+            world.advance(seconds=11)
+            return super().charge(charge)
+
+    world = World(recovery_after=30, acquirer=Slow())  # acquirer timeout: 10 s
+    acquirer = world.acquirer
+    assert isinstance(acquirer, Slow)
+    pi_id = world.pi(world.authorized())
+    with pytest.raises(Unavailable):
+        world.services.payment_intents.charge(world.account, pi_id)
+    assert world.storage.tables.payment_intents[pi_id].status is PI.CHARGING
+    assert world.services.payment_intents.recover() == 0  # 11 s after the claim: too early
+    world.advance(seconds=20)
+    assert world.services.payment_intents.recover() == 1
+    assert [c.idempotency_key for c in acquirer.resends] == [f"charge:{pi_id}:1"]
+    assert world.storage.tables.payment_intents[pi_id].status is PI.CAPTURED

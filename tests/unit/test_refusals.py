@@ -232,13 +232,19 @@ def test_an_unknown_outcome_is_never_settled() -> None:
 
 
 def _claims(world: World) -> list[Any]:
-    from cardkeep.service.payment_intents import Charge, ChargeClaim
+    from cardkeep.service.payment_intents import ChargeClaim
 
     out = []
     for pi in world.storage.tables.payment_intents.values():
         if pi.status is PS.CHARGING and pi.setup_intent_id is not None:
             si = world.storage.tables.setup_intents[pi.setup_intent_id]
-            out.append(ChargeClaim(world.account, pi.id, Charge.request(world.account, pi, si)))
+            out.append(
+                ChargeClaim(
+                    world.account,
+                    pi.id,
+                    world.services.payment_intents._charge.request(world.account, pi, si),
+                )
+            )
     return out
 
 

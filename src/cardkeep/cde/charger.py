@@ -45,6 +45,7 @@ class VaultCharger:
             request.amount,
             request.idempotency_key,
             request.network_transaction_id,
+            request.timeout,
         )
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:

@@ -26,6 +26,9 @@ class Policy:
     # which runs every ``sweep_interval``.
     recovery_after: timedelta = timedelta(seconds=30)
     sweep_interval: timedelta = timedelta(seconds=5)
+    # An acquirer answer that takes longer than this (real time) counts as unknown: recovery asks
+    # again with the same key, after ``recovery_after``, which is longer.
+    acquirer_timeout: timedelta = timedelta(seconds=10)
     sweep_batch: int = 200
     # The sandbox clock's total offset may not exceed 100 years (CONTRACT §7.3).
     max_clock_offset: timedelta = timedelta(seconds=3_155_760_000)

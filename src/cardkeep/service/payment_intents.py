@@ -91,8 +91,7 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         self._ctx = ctx
         self._changes = changes
 
-    @staticmethod
-    def request(account: Account, pi: PaymentIntent, si: SetupIntent) -> ChargeRequest:
+    def request(self, account: Account, pi: PaymentIntent, si: SetupIntent) -> ChargeRequest:
         assert si.card is not None
         assert si.card.vault_token is not None
         return ChargeRequest(
@@ -103,6 +102,7 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
             amount=pi.amount,
             idempotency_key=pi.charge_key,
             network_transaction_id=si.card.network_transaction_id,
+            timeout=self._ctx.policy.acquirer_timeout.total_seconds(),
         )
 
     def claim(
@@ -137,7 +137,14 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         return Claimed(ChargeClaim(account, pi.id, self.request(account, claimed, si)))
 
     def send(self, claim: ChargeClaim) -> ChargeOutcome:
-        return self._ctx.charger.charge(claim.request)
+        clock = self._ctx.clock
+        started = clock.now()
+        outcome = self._ctx.charger.charge(claim.request)
+        if clock.now() - started > self._ctx.policy.acquirer_timeout:
+            # Past the call's hard timeout: never settled from this answer; recovery asks again
+            # with the same key and gets the same answer from the acquirer.
+            return ChargeOutcome(ChargeResult.UNKNOWN, "The acquirer answered after the timeout")
+        return outcome
 
     def resend(self, claim: ChargeClaim) -> ChargeOutcome:
         return self._ctx.charger.status(claim.request)
@@ -321,5 +328,6 @@ class PaymentIntents:
                 si = uow.setup_intents.get(pi.account_id, pi.setup_intent_id or "")
                 if account is None or si is None or si.vault_token is None:
                     continue  # nothing to re-send with; left for an operator, never guessed
-                claims.append(ChargeClaim(account, pi.id, Charge.request(account, pi, si)))
+                request = self._charge.request(account, pi, si)
+                claims.append(ChargeClaim(account, pi.id, request))
         return money_movement.recover(ctx.storage, self._charge, claims)

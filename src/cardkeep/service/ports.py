@@ -134,6 +134,8 @@ class ChargeRequest:
     amount: Money
     idempotency_key: str
     network_transaction_id: str | None
+    # The hard timeout of the acquirer call, in seconds (real time).
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ from cardkeep.domain.setup_intent import Status as SIStatus
 
 # token, account id, key id, nonce, ciphertext, created at: opaque to storage.
 VaultRow = tuple[str, str, str, bytes, bytes, datetime]
+# idempotency key, result, message, auth code, network transaction id, created at
+LedgerRow = tuple[str, str, str, str | None, str | None, datetime]
 
 
 @dataclass
@@ -31,6 +33,7 @@ class _Tables:
     setup_intents: dict[str, SetupIntent] = field(default_factory=dict)
     payment_intents: dict[str, PaymentIntent] = field(default_factory=dict)
     vault: dict[str, VaultRow] = field(default_factory=dict)
+    sandbox_ledger: dict[str, LedgerRow] = field(default_factory=dict)
     outbox: list[DomainEvent] = field(default_factory=list)
 
     def copy(self) -> _Tables:
@@ -40,6 +43,7 @@ class _Tables:
             dict(self.setup_intents),
             dict(self.payment_intents),
             dict(self.vault),
+            dict(self.sandbox_ledger),
             list(self.outbox),
         )
 
@@ -76,6 +80,7 @@ class MemoryUnitOfWork:
         self.setup_intents = _SetupIntents(tables)
         self.payment_intents = _PaymentIntents(tables)
         self.vault = _Vault(tables)
+        self.sandbox_ledger = _SandboxLedger(tables)
         self.outbox = _Outbox(tables)
 
     def commit(self) -> None:
@@ -207,6 +212,17 @@ class _Vault:
 
     def key_ids(self) -> set[str]:
         return {row[2] for row in self._t.vault.values()}
+
+
+class _SandboxLedger:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def first(self, row: LedgerRow) -> LedgerRow:
+        return self._t.sandbox_ledger.setdefault(row[0], row)
+
+    def get(self, key: str) -> LedgerRow | None:
+        return self._t.sandbox_ledger.get(key)
 
 
 class _Outbox:

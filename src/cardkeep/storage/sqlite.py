@@ -190,6 +190,7 @@ class SqliteUnitOfWork:
         self.payment_intents = _PaymentIntents(conn)
         self.vault = _Vault(conn)
         self.outbox = _Outbox(conn)
+        self.sandbox_ledger = _SandboxLedger(conn)
 
     def commit(self) -> None:
         self._conn.execute("COMMIT")
@@ -396,6 +397,39 @@ class _Vault:
 
     def key_ids(self) -> set[str]:
         return {row[0] for row in self._c.execute("SELECT DISTINCT key_id FROM vault_cards")}
+
+
+# idempotency key, result, message, auth code, network transaction id, created at
+LedgerRow = tuple[str, str, str, str | None, str | None, datetime]
+
+
+class _SandboxLedger:
+    """The sandbox acquirer's ledger: opaque rows, the first one per key wins."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def first(self, row: LedgerRow) -> LedgerRow:
+        """Store ``row`` unless its key has an answer already; the answer that stands."""
+        self._c.execute(
+            "INSERT INTO sandbox_ledger (idempotency_key, result, message, auth_code,"
+            " network_transaction_id, created_at) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT (idempotency_key) DO NOTHING",
+            (*row[:5], row[5].isoformat()),
+        )
+        found = self.get(row[0])
+        assert found is not None
+        return found
+
+    def get(self, key: str) -> LedgerRow | None:
+        got = self._c.execute(
+            "SELECT idempotency_key, result, message, auth_code, network_transaction_id,"
+            " created_at FROM sandbox_ledger WHERE idempotency_key = ?",
+            (key,),
+        ).fetchone()
+        if got is None:
+            return None
+        return (got[0], got[1], got[2], got[3], got[4], datetime.fromisoformat(got[5]))
 
 
 class _Outbox:

@@ -40,6 +40,7 @@ class MitCharge:
     amount: Money
     idempotency_key: str
     network_transaction_id: str | None
+    timeout: float  # seconds: a connector bounds its whole call by it
 
 
 class AcquirerRefused(Exception):

@@ -1,18 +1,19 @@
 """The sandbox acquirer: the contract's test cards (§7.1) and charge outcomes by amount (§7.2).
 
-In-process and deterministic. It keeps a ledger of charges by idempotency key, as a real acquirer
-does: a key it has seen gets its first answer again (a decline too), so a repeated attempt never
-charges twice. Prod accounts are refused unless the operator explicitly allows them, and then get
-no amount triggers.
+In-process and deterministic. It keeps a ledger of charges by idempotency key in the service
+database (``ledger.StorageLedger``), as a real acquirer keeps its own: a key it has seen gets its
+first answer again (a decline too), so a repeated attempt never charges twice, in any process or
+after a restart; an attempt it never received is processed when it is first asked about. Prod
+accounts are refused unless the operator explicitly allows them, and then get no amount triggers.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass
 
 from cardkeep.cde.acquirers.base import AcquirerRefused, MitCharge, Verification
+from cardkeep.cde.acquirers.ledger import Ledger
 from cardkeep.cde.pan import CardNumber, Cvv
 from cardkeep.domain.account import Mode
 from cardkeep.domain.card import Expiry, Scheme
@@ -34,18 +35,10 @@ _AMOUNT_TRIGGERS = {
 LOST_ANSWER = 99
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """What the sandbox acquirer remembers of one charge attempt (never the card)."""
-
-    outcome: ChargeOutcome
-    network_transaction_id: str | None
-
-
 class SandboxAcquirer:
-    def __init__(self, *, allow_prod: bool = False) -> None:
+    def __init__(self, ledger: Ledger, *, allow_prod: bool = False) -> None:
+        self._ledger = ledger
         self._allow_prod = allow_prod
-        self._ledger: dict[str, LedgerEntry] = {}
         self._sent: dict[str, int] = {}
         self._lock = threading.Lock()
         self.verifications = 0
@@ -64,8 +57,8 @@ class SandboxAcquirer:
         reason = DECLINED_CARDS.get(pan.digits)
         with self._lock:
             self.verifications += 1
-            if reason is not None:
-                return Verification(False, reason, None, funding, None)
+        if reason is not None:
+            return Verification(False, reason, None, funding, None)
         network_id = f"sbxnt_{secrets.token_hex(8)}"
         return Verification(True, "AUTHORISED", self._auth_code(), funding, network_id)
 
@@ -77,13 +70,14 @@ class SandboxAcquirer:
         return ChargeOutcome(ChargeResult.APPROVED, APPROVED_MESSAGE, self._auth_code())
 
     def _process(self, charge: MitCharge) -> ChargeOutcome:
-        """The answer for this key: the first one, or a new decision recorded now."""
-        with self._lock:
-            known = self._ledger.get(charge.idempotency_key)
-            if known is None:
-                known = LedgerEntry(self._decide(charge), charge.network_transaction_id)
-                self._ledger[charge.idempotency_key] = known
-        return known.outcome
+        """The answer for this key: the first one recorded, or a new decision recorded now."""
+        known = self._ledger.answer(charge.idempotency_key)
+        if known is not None:
+            return known
+        decided = self._decide(charge)
+        return self._ledger.first_answer(
+            charge.idempotency_key, decided, charge.network_transaction_id
+        )
 
     def charge(self, charge: MitCharge) -> ChargeOutcome:
         self._check_mode(charge.mode)
@@ -95,17 +89,10 @@ class SandboxAcquirer:
         return outcome
 
     def status(self, charge: MitCharge) -> ChargeOutcome:
-        # Not in this process's ledger (another worker, or a restart): the sandbox is
-        # deterministic, so processing it now gives the answer the first attempt got.
         self._check_mode(charge.mode)
         return self._process(charge)
 
     def times_sent(self, idempotency_key: str) -> int:
-        """How many charge requests (not re-sends) carried this key (for exactly-once tests)."""
+        """How many charge requests (not re-sends) this process sent with this key (for tests)."""
         with self._lock:
             return self._sent.get(idempotency_key, 0)
-
-    def ledger(self) -> dict[str, LedgerEntry]:
-        """Every attempt the acquirer has processed, by key (for tests)."""
-        with self._lock:
-            return dict(self._ledger)
