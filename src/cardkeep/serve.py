@@ -1,5 +1,7 @@
 """Running both listeners: one process (``--workers 1``) or N worker processes sharing two
-listening sockets, each worker serving both apps. Worker 0 also runs the sweeper.
+listening sockets (``supervisor.Supervisor`` restarts a worker that dies; workers die with it),
+each worker serving both apps and running the background loop (sweeper and recovery), whose work
+is leased item by item so no item is done twice and none stops with one worker.
 
 Signals are handled here, once for both servers, so SIGINT/SIGTERM stop everything cleanly.
 """
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from cardkeep.bootstrap import Runtime
 from cardkeep.config import Settings
 from cardkeep.logs import configure, get_logger
+from cardkeep.supervisor import Supervisor, die_with_parent, parent_alive
 
 log = get_logger("cardkeep.serve")
 
@@ -84,7 +86,18 @@ async def _sweep_forever(settings: Settings, runtime: Runtime, stop: asyncio.Eve
             await asyncio.wait_for(stop.wait(), timeout=settings.sweep_interval)
 
 
-async def _serve(settings: Settings, sockets: list[socket.socket], sweeper: bool) -> None:
+async def _watch_parent(parent_pid: int, stop: asyncio.Event, request_stop: Any) -> None:
+    """A worker whose supervisor is gone stops (in case the kernel's death signal was missed)."""
+    while not stop.is_set():
+        if not parent_alive(parent_pid):
+            log.error("supervisor_gone", parent_pid=parent_pid)
+            request_stop()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
+async def _serve(settings: Settings, sockets: list[socket.socket], parent_pid: int | None) -> None:
     runtime = Runtime.open(settings)
     servers = []
     for app in (runtime.api.app, runtime.pci.app):
@@ -103,44 +116,35 @@ async def _serve(settings: Settings, sockets: list[socket.socket], sweeper: bool
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, request_stop)
     tasks = [server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True)]
-    if sweeper:
-        tasks.append(_sweep_forever(settings, runtime, stop))
+    tasks.append(_sweep_forever(settings, runtime, stop))
+    if parent_pid is not None:
+        tasks.append(_watch_parent(parent_pid, stop, request_stop))
     try:
         await asyncio.gather(*tasks)
     finally:
         runtime.close()
 
 
-def run_worker(settings: Settings, sockets: list[socket.socket], sweeper: bool) -> None:
+def run_worker(
+    settings: Settings, sockets: list[socket.socket], index: int = 0, parent_pid: int | None = None
+) -> None:
+    """One worker: both listeners and the background loop. Under a supervisor (``parent_pid``),
+    it dies with it."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     configure(settings.log_level)
     try:
         import uvloop
 
-        uvloop.run(_serve(settings, sockets, sweeper))
+        uvloop.run(_serve(settings, sockets, parent_pid))
     except ImportError:
-        asyncio.run(_serve(settings, sockets, sweeper))
+        asyncio.run(_serve(settings, sockets, parent_pid))
 
 
 def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     """Serve the API and PCI apps on ``sockets`` (bound by the caller, API first)."""
     if settings.workers <= 1:
-        run_worker(settings, sockets, sweeper=True)
+        run_worker(settings, sockets)
         return
-    ctx = multiprocessing.get_context("spawn")
-    workers = [
-        ctx.Process(target=run_worker, args=(settings, sockets, i == 0), daemon=False)
-        for i in range(settings.workers)
-    ]
-    for proc in workers:
-        proc.start()
-
-    def forward(sig: int, _frame: Any) -> None:
-        for proc in workers:
-            if proc.is_alive() and proc.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, sig)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    for proc in workers:
-        proc.join()
+    configure(settings.log_level)
+    Supervisor(run_worker, (settings, sockets), settings.workers).run()

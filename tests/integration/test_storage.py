@@ -130,7 +130,42 @@ def test_due_and_charging_queries(storage: Storage) -> None:
         later = datetime(2027, 2, 1, tzinfo=UTC)
         assert sorted(uow.setup_intents.due(ACCOUNT.id, later, 10)) == ["si_a", "si_b"]
         assert uow.payment_intents.due(ACCOUNT.id, T0 + timedelta(days=30), 10) == ["pi_2"]
-        assert [p.id for p in uow.payment_intents.charging(10)] == ["pi_1"]
+    with storage.transaction(write=True) as uow:
+        later = T0 + timedelta(seconds=60)
+        got = uow.payment_intents.lease_stuck_charges(
+            later, later, later + timedelta(seconds=30), 10
+        )
+        assert [p.id for p in got] == ["pi_1"]
+        uow.commit()
+
+
+def test_leases_give_each_item_to_one_taker_until_they_expire(storage: Storage) -> None:
+    pi = make_pi(PI.CHARGING, id_="pi_1", account_id=ACCOUNT.id, setup_intent_id=None)
+    pi = replace(pi, claimed_at=T0)
+    with storage.transaction(write=True) as uow:
+        uow.payment_intents.add(pi)
+        uow.commit()
+    until = T0 + timedelta(seconds=30)
+
+    def lease(now: datetime) -> tuple[list[str], list[str]]:
+        with storage.transaction(write=True) as uow:
+            accounts = [
+                a.id for a in uow.accounts.lease_for_sweep(now, now + timedelta(seconds=5), 10)
+            ]
+            charges = [p.id for p in uow.payment_intents.lease_stuck_charges(now, now, until, 10)]
+            uow.commit()
+        return accounts, charges
+
+    assert lease(T0) == ([ACCOUNT.id], ["pi_1"])
+    assert lease(T0 + timedelta(seconds=1)) == ([], [])  # both still leased
+    assert lease(T0 + timedelta(seconds=5)) == ([ACCOUNT.id], [])  # the sweep lease ran out
+    assert lease(T0 + timedelta(seconds=30)) == ([ACCOUNT.id], ["pi_1"])
+    with storage.transaction(write=True) as uow:  # a rolled-back lease is no lease
+        uow.accounts.lease_for_sweep(T0 + timedelta(seconds=40), T0 + timedelta(seconds=99), 10)
+    assert lease(T0 + timedelta(seconds=41)) == (
+        [ACCOUNT.id],
+        ["pi_1"],
+    )  # its lease (T0+30) ran out
 
 
 def test_sealed_cards_put_get_forget(storage: Storage) -> None:
@@ -168,7 +203,7 @@ def test_a_write_that_collides_is_a_conflict_and_changes_nothing(storage: Storag
 
 def test_sqlite_pragmas_and_migrations_are_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
-    assert sqlite.migrate(path) == [1, 2]
+    assert sqlite.migrate(path) == [1, 2, 3]
     assert sqlite.migrate(path) == []
     assert path.stat().st_mode & 0o777 == 0o600
     store = sqlite.SqliteStorage(path)

@@ -30,6 +30,7 @@ class Policy:
     # again with the same key, after ``recovery_after``, which is longer.
     acquirer_timeout: timedelta = timedelta(seconds=10)
     sweep_batch: int = 200
+    sweep_accounts: int = 1000  # accounts one worker leases per sweep
     # The sandbox clock's total offset may not exceed 100 years (CONTRACT §7.3).
     max_clock_offset: timedelta = timedelta(seconds=3_155_760_000)
 

@@ -315,15 +315,24 @@ class PaymentIntents:
     def recover(self) -> int:
         """Re-send claims whose outcome is unknown with the same key, and settle them.
 
-        Returns how many were settled. Claims younger than ``policy.recovery_after`` (real time)
-        are left to the request that made them.
+        Returns how many were settled. Claims younger than ``policy.recovery_after`` (real time,
+        longer than the acquirer call's timeout) are left to the request that made them. Each
+        claim is leased to one worker for ``recovery_after`` before it is re-sent, with no
+        transaction open during the call.
         """
         ctx = self._ctx
+        now = ctx.clock.now()
         claims: list[ChargeClaim] = []
+        with ctx.storage.transaction(write=True) as uow:
+            stuck = uow.payment_intents.lease_stuck_charges(
+                now - ctx.policy.recovery_after,
+                now,
+                now + ctx.policy.recovery_after,
+                ctx.policy.sweep_batch,
+            )
+            uow.commit()
         with ctx.storage.transaction(write=False) as uow:
-            for pi in uow.payment_intents.charging(ctx.policy.sweep_batch):
-                if pi.claimed_at and ctx.clock.now() - pi.claimed_at < ctx.policy.recovery_after:
-                    continue
+            for pi in stuck:
                 account = uow.accounts.get(pi.account_id)
                 si = uow.setup_intents.get(pi.account_id, pi.setup_intent_id or "")
                 if account is None or si is None or si.vault_token is None:

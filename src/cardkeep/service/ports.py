@@ -32,6 +32,11 @@ class Clock(Protocol):
 class AccountRepo(Protocol):
     def add(self, account: Account) -> None: ...
     def get(self, account_id: str) -> Account | None: ...
+    def lease_for_sweep(self, now: datetime, until: datetime, limit: int) -> list[Account]:
+        """Accounts whose sweep lease has expired at ``now`` (real time), leased to the caller
+        until ``until``: each is swept by one worker per lease."""
+        ...
+
     def list(self) -> list[Account]: ...
     def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None: ...
     def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
@@ -65,8 +70,12 @@ class PaymentIntentRepo(Protocol):
         """Ids of Created payment intents past expireAt."""
         ...
 
-    def charging(self, limit: int) -> list[PaymentIntent]:
-        """Payment intents claimed for a charge whose outcome is not settled yet."""
+    def lease_stuck_charges(
+        self, claimed_before: datetime, now: datetime, until: datetime, limit: int
+    ) -> list[PaymentIntent]:
+        """Payment intents claimed for a charge before ``claimed_before`` and not settled, whose
+        recovery lease has expired at ``now``, leased to the caller until ``until`` (real time):
+        each is re-sent by one worker per lease."""
         ...
 
 

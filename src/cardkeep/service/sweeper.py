@@ -31,10 +31,17 @@ class Sweeper:
         self._pis = pis
 
     def run_once(self) -> SweepReport:
-        """Sweep every account, each on its own: one account that fails (bad data, a clock out
-        of range) never stops the others, nor the recovery of unknown-outcome charges."""
-        with self._ctx.storage.transaction(write=False) as uow:
-            accounts = uow.accounts.list()
+        """Sweep the accounts whose sweep lease has expired, each on its own: one account that
+        fails (bad data, a clock out of range) never stops the others, nor the recovery of
+        unknown-outcome charges. Any number of workers run this: the lease (one sweep interval,
+        real time) gives each account to one of them per interval."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        with ctx.storage.transaction(write=True) as uow:
+            accounts = uow.accounts.lease_for_sweep(
+                now, now + ctx.policy.sweep_interval, ctx.policy.sweep_accounts
+            )
+            uow.commit()
         n_si = n_pi = 0
         failed: list[str] = []
         for account in accounts:

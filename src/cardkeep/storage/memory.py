@@ -34,6 +34,7 @@ class _Tables:
     payment_intents: dict[str, PaymentIntent] = field(default_factory=dict)
     vault: dict[str, VaultRow] = field(default_factory=dict)
     sandbox_ledger: dict[str, LedgerRow] = field(default_factory=dict)
+    leases: dict[str, datetime] = field(default_factory=dict)  # "sweep:<acc>", "recover:<pi>"
     outbox: list[DomainEvent] = field(default_factory=list)
 
     def copy(self) -> _Tables:
@@ -44,6 +45,7 @@ class _Tables:
             dict(self.payment_intents),
             dict(self.vault),
             dict(self.sandbox_ledger),
+            dict(self.leases),
             list(self.outbox),
         )
 
@@ -88,6 +90,15 @@ class MemoryUnitOfWork:
             self._on_commit(self._t)
 
 
+def _take(leases: dict[str, datetime], item: str, now: datetime, until: datetime) -> bool:
+    """Lease ``item`` until ``until`` if its lease has expired at ``now``."""
+    held = leases.get(item)
+    if held is not None and held > now:
+        return False
+    leases[item] = until
+    return True
+
+
 class _Accounts:
     def __init__(self, t: _Tables) -> None:
         self._t = t
@@ -99,6 +110,15 @@ class _Accounts:
 
     def get(self, account_id: str) -> Account | None:
         return self._t.accounts.get(account_id)
+
+    def lease_for_sweep(self, now: datetime, until: datetime, limit: int) -> list[Account]:
+        leased: list[Account] = []
+        for account in self.list():
+            if len(leased) == limit:
+                break
+            if _take(self._t.leases, f"sweep:{account.id}", now, until):
+                leased.append(account)
+        return leased
 
     def list(self) -> list[Account]:
         return sorted(self._t.accounts.values(), key=lambda a: a.created_at)
@@ -186,9 +206,20 @@ class _PaymentIntents:
         ]
         return out[:limit]
 
-    def charging(self, limit: int) -> list[PaymentIntent]:
-        out = [p for p in self._t.payment_intents.values() if p.status is PIStatus.CHARGING]
-        return out[:limit]
+    def lease_stuck_charges(
+        self, claimed_before: datetime, now: datetime, until: datetime, limit: int
+    ) -> list[PaymentIntent]:
+        leased: list[PaymentIntent] = []
+        for pi in self._t.payment_intents.values():
+            if len(leased) == limit:
+                break
+            if pi.status is not PIStatus.CHARGING:
+                continue
+            if pi.claimed_at is not None and pi.claimed_at > claimed_before:
+                continue
+            if _take(self._t.leases, f"recover:{pi.id}", now, until):
+                leased.append(pi)
+        return leased
 
 
 class _Vault:

@@ -226,6 +226,16 @@ class _Accounts:
         ).fetchone()
         return _account(row) if row else None
 
+    def lease_for_sweep(self, now: datetime, until: datetime, limit: int) -> list[Account]:
+        rows = self._c.execute(
+            "UPDATE accounts SET sweep_leased_until_us = ? WHERE id IN ("
+            " SELECT id FROM accounts WHERE sweep_leased_until_us IS NULL"
+            " OR sweep_leased_until_us <= ? ORDER BY created_at LIMIT ?)"
+            " RETURNING id, name, mode, created_at, clock_offset_us",
+            (codec.micros(until), codec.micros(now), limit),
+        ).fetchall()
+        return [_account(row) for row in rows]
+
     def list(self) -> list[Account]:
         rows = self._c.execute(
             f"SELECT {_ACCOUNT_COLS} FROM accounts a ORDER BY a.created_at"  # noqa: S608
@@ -352,11 +362,29 @@ class _PaymentIntents:
         )
         return [row[0] for row in rows]
 
-    def charging(self, limit: int) -> list[PaymentIntent]:
-        rows = self._c.execute(
-            "SELECT doc FROM payment_intents WHERE status = 'Charging' LIMIT ?", (limit,)
-        )
-        return [codec.decode_pi(row[0]) for row in rows]
+    def lease_stuck_charges(
+        self, claimed_before: datetime, now: datetime, until: datetime, limit: int
+    ) -> list[PaymentIntent]:
+        free = "status = ? AND (recovery_leased_until_us IS NULL OR recovery_leased_until_us <= ?)"
+        candidates = [
+            codec.decode_pi(row[0])
+            for row in self._c.execute(
+                f"SELECT doc FROM payment_intents WHERE {free} LIMIT ?",  # noqa: S608
+                (PIStatus.CHARGING.value, codec.micros(now), limit),
+            )
+        ]
+        leased = []
+        for pi in candidates:
+            if pi.claimed_at is not None and pi.claimed_at > claimed_before:
+                continue  # young: the request that claimed it may still settle it
+            row = self._c.execute(
+                f"UPDATE payment_intents SET recovery_leased_until_us = ? WHERE id = ? AND {free}"  # noqa: S608
+                " RETURNING id",
+                (codec.micros(until), pi.id, PIStatus.CHARGING.value, codec.micros(now)),
+            ).fetchone()
+            if row is not None:
+                leased.append(pi)
+        return leased
 
 
 # token, account id, key id, nonce, ciphertext, created at: opaque to storage.
