@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.contract.schemas import errors_of
 from tests.e2e.harness import APPROVED_CARD, Merchant, Server, card, run_server
 
 SPELLINGS = (
@@ -117,6 +118,7 @@ def test_an_id_or_key_that_looks_like_a_pan_comes_back_masked(
         f"/payment-intents/{APPROVED_CARD}",
         "/setup-intents/5200.0000.0000.1005",
         "/payment-intents/5200_0000_0000_1005/charge",
+        "/setup-intents/5200%20%200000%20%200000%20%201005",  # double spaces: masked in logs too
     ):
         r = merchant.api.request("POST" if path.endswith("charge") else "GET", path)
         assert r.status_code == 404, r.text
@@ -130,7 +132,7 @@ def test_an_id_or_key_that_looks_like_a_pan_comes_back_masked(
     assert "1000000000000008" not in r.text
     time.sleep(0.3)  # the access-log line is written after the response
     log = server.log_text()
-    for spelling in (*SPELLINGS, "1000000000000008"):
+    for spelling in (*SPELLINGS, "1000000000000008", "5200  0000  0000  1005"):
         assert spelling not in log
 
 
@@ -304,6 +306,11 @@ def test_retry_after_says_when_recovery_will_have_asked(tmp_path: Path) -> None:
         lost = merchant.charge(pi["id"])
         assert lost.status_code == 503
         assert 34 <= int(lost.headers["Retry-After"]) <= 35
+        # While the outcome is unknown, reads say so (CONTRACT §5.4), valid against the spec.
+        unknown = merchant.api.get(f"/payment-intents/{pi['id']}")
+        assert errors_of("PaymentIntent", unknown.json()) == []
+        assert unknown.json()["status"] == "Created"
+        assert [e["eventType"] for e in unknown.json()["paymentEvents"]] == ["Unknown"]
         again = merchant.charge(pi["id"])
         assert again.status_code == 409
         assert again.json()["code"] == "charge_in_progress"

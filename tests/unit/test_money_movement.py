@@ -60,7 +60,13 @@ def test_recovery_resends_the_same_attempt_with_the_same_key_once() -> None:
     pi_id = world.pi(si_id)
     with pytest.raises(Unavailable):
         world.services.payment_intents.charge(world.account, pi_id)
+    unknown = world.services.payment_intents.get(world.account, pi_id)
+    assert [e.event_type for e in unknown.public_events] == ["Unknown"]
+    assert unknown.payment_events == ()  # nothing settled yet
     assert world.services.payment_intents.recover() == 1
+    settled = world.services.payment_intents.get(world.account, pi_id)
+    assert [e.event_type for e in settled.public_events] == ["Captured"]
+    assert settled.payment_events[0].transaction_id == unknown.public_events[0].transaction_id
     assert [c.idempotency_key for c in acquirer.resends] == [f"charge:{pi_id}:1"]
     assert acquirer.keys() == [f"charge:{pi_id}:1"]
     assert world.services.payment_intents.recover() == 0  # settled: nothing left to ask

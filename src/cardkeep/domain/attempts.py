@@ -16,6 +16,7 @@ class AttemptType(StrEnum):
     DECLINED = "Declined"
     CAPTURED = "Captured"
     ERROR = "Error"
+    UNKNOWN = "Unknown"  # a charge in flight whose outcome is not known yet
 
 
 @dataclass(frozen=True, slots=True)

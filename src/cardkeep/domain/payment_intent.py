@@ -75,10 +75,20 @@ class PaymentIntent:
     claimed_at: datetime | None = None
     # How many charges were claimed: the current (or last) attempt's number.
     charge_attempts: int = 0
+    # While a charge is claimed: the ``Unknown`` entry reads show until it is settled.
+    pending_attempt: AuthAttempt | None = None
 
     @property
     def public_status(self) -> Status:
         return S.CREATED if self.status is S.CHARGING else self.status
+
+    @property
+    def public_events(self) -> tuple[AuthAttempt, ...]:
+        """``paymentEvents`` as reads show them: with an ``Unknown`` entry while a charge is in
+        flight (CONTRACT §5.4)."""
+        if self.status is S.CHARGING and self.pending_attempt is not None:
+            return (*self.payment_events, self.pending_attempt)
+        return self.payment_events
 
     @property
     def charge_key(self) -> str:
@@ -97,6 +107,8 @@ def transition(pi: PaymentIntent, event: Event, now: datetime, **changes: Any) -
         )
     if event is E.CLAIM:
         changes["charge_attempts"] = pi.charge_attempts + 1
+    elif pi.status is S.CHARGING:
+        changes["pending_attempt"] = None  # settled: the Unknown entry gives way to the outcome
     if target is S.CAPTURED:
         changes.setdefault("captured_amount", pi.amount.value)
     return replace(pi, status=target, updated_at=now, **changes)

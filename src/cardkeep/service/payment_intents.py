@@ -12,7 +12,7 @@ today, as a ``money_movement.Movement``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, assert_never
@@ -131,7 +131,10 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         assert si.vault_token is not None
         if not uow.vault.holds(si.vault_token):
             raise SetupIntentNotUsable("The setup intent's card is no longer on file.")
-        claimed = pim.transition(pi, claim, now, claimed_at=real_now)
+        pending = AuthAttempt(
+            self._ctx.ids.uuid4(), now, AttemptType.UNKNOWN, UNKNOWN_OUTCOME, None, si.card
+        )
+        claimed = pim.transition(pi, claim, now, claimed_at=real_now, pending_attempt=pending)
         changes.save(uow, pi, claimed)
         changes.save(uow, si, sim.transition(si, hold, now))
         return Claimed(ChargeClaim(account, pi.id, self.request(account, claimed, si)))
@@ -167,6 +170,8 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
             return answer_from(pi)  # settled meanwhile (by recovery): answer from what is stored
         now = self._ctx.now(account)
         attempt = self._attempt(outcome, si, now)
+        if pi.pending_attempt is not None:  # the settled entry keeps the claim's transaction id
+            attempt = replace(attempt, transaction_id=pi.pending_attempt.transaction_id)
         events = (*pi.payment_events, attempt)
         match outcome.result:
             case ChargeResult.APPROVED:

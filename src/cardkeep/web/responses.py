@@ -161,7 +161,7 @@ def payment_intent_json(pi: PaymentIntent, card_schemes: Sequence[str]) -> dict[
     if pi.setup_intent_id is not None:
         out["setupIntentId"] = pi.setup_intent_id
     out["captures"] = []
-    out["paymentEvents"] = [event_json(a) for a in pi.payment_events]
+    out["paymentEvents"] = [event_json(a) for a in pi.public_events]
     out["paymentSource"] = "api"
     return out
 
