@@ -42,7 +42,7 @@ def test_accounts_create_prints_only_the_key_and_stores_its_hash(tmp_path: Path)
 def test_migrate_is_idempotent_and_sweep_runs(tmp_path: Path) -> None:
     first = cardkeep("migrate", "--data-dir", str(tmp_path))
     assert first.returncode == 0
-    assert "applied migrations [1, 2, 3]" in first.stderr
+    assert "applied migrations [1, 2, 3, 4]" in first.stderr
     again = cardkeep("migrate", "--data-dir", str(tmp_path))
     assert "up to date" in again.stderr
     swept = cardkeep("sweep", "--data-dir", str(tmp_path))

@@ -87,7 +87,7 @@ def test_health_says_degraded_while_the_sweeper_cannot_run(tmp_path: Path) -> No
     with run_server(tmp_path) as server:
         server.create_account()
         with sqlite3.connect(server.db_path) as conn:  # every sweep now fails listing accounts
-            conn.execute("UPDATE accounts SET created_at = 'not a date'")
+            conn.execute("UPDATE accounts SET created_at_us = 'not a date'")
         deadline = time.monotonic() + 10
         while True:
             health = httpx.get(f"{server.pci_url}/health")
@@ -100,7 +100,7 @@ def test_health_says_degraded_while_the_sweeper_cannot_run(tmp_path: Path) -> No
         assert health.json()["loops"]["sweeper"]["lastRunAt"].endswith("Z")
         assert httpx.get(f"{server.api_url}/health").json()["status"] == "degraded"
         with sqlite3.connect(server.db_path) as conn:
-            conn.execute("UPDATE accounts SET created_at = '2026-11-29T00:00:00+00:00'")
+            conn.execute("UPDATE accounts SET created_at_us = 1764374400000000")
         deadline = time.monotonic() + 10
         while httpx.get(f"{server.api_url}/health").json()["status"] != "ok":
             assert time.monotonic() < deadline
@@ -352,7 +352,9 @@ def _claim_as_a_crash_left_it(server: Server, pi_id: str, si_id: str) -> None:
         doc = json.loads(
             conn.execute("SELECT doc FROM payment_intents WHERE id = ?", (pi_id,)).fetchone()[0]
         )
-        doc.update(status="Charging", charge_attempts=1, claimed_at="2026-01-01T00:00:00+00:00")
+        doc["record"].update(  # a versioned document: {"v": 1, "record": {...}}
+            status="Charging", charge_attempts=1, claimed_at="2026-01-01T00:00:00+00:00"
+        )
         conn.execute(
             "UPDATE payment_intents SET status = 'Charging', doc = ? WHERE id = ?",
             (json.dumps(doc).encode(), pi_id),
@@ -360,7 +362,7 @@ def _claim_as_a_crash_left_it(server: Server, pi_id: str, si_id: str) -> None:
         doc = json.loads(
             conn.execute("SELECT doc FROM setup_intents WHERE id = ?", (si_id,)).fetchone()[0]
         )
-        doc["status"] = "ChargeHeld"
+        doc["record"]["status"] = "ChargeHeld"
         conn.execute(
             "UPDATE setup_intents SET status = 'ChargeHeld', doc = ? WHERE id = ?",
             (json.dumps(doc).encode(), si_id),

@@ -203,7 +203,7 @@ def test_a_write_that_collides_is_a_conflict_and_changes_nothing(storage: Storag
 
 def test_sqlite_pragmas_and_migrations_are_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
-    assert sqlite.migrate(path) == [1, 2, 3]
+    assert sqlite.migrate(path) == [1, 2, 3, 4]
     assert sqlite.migrate(path) == []
     assert path.stat().st_mode & 0o777 == 0o600
     store = sqlite.SqliteStorage(path)

@@ -1,8 +1,9 @@
-"""The SQLite adapter: WAL, synchronous=FULL, secure_delete=ON, every write txn BEGIN IMMEDIATE.
+"""The SQLite engine: WAL, synchronous=FULL, secure_delete=ON, every write txn BEGIN IMMEDIATE.
 
-State changes are conditional writes (``UPDATE … WHERE status = ? RETURNING``). Taking the write
-lock is retried a bounded number of times; after that the caller gets ``Unavailable`` (503 with
-Retry-After), never a bare error. Connections are pooled, one thread at a time each.
+Only connections, pragmas, transactions, locking, retries and migrations live here; the
+repositories' SQL is ``storage.sql``'s, shared with PostgreSQL. Taking the write lock is retried
+a bounded number of times; after that the caller gets ``Unavailable`` (503 with Retry-After),
+never a bare error. Connections are pooled, one thread at a time each.
 """
 
 from __future__ import annotations
@@ -10,21 +11,16 @@ from __future__ import annotations
 import queue
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from cardkeep.domain.account import Account, Mode
 from cardkeep.domain.errors import Conflict, Unavailable
-from cardkeep.domain.events import DomainEvent
-from cardkeep.domain.payment_intent import PaymentIntent
-from cardkeep.domain.payment_intent import Status as PIStatus
-from cardkeep.domain.setup_intent import SetupIntent
-from cardkeep.domain.setup_intent import Status as SIStatus
 from cardkeep.domain.timefmt import iso
-from cardkeep.storage import codec
 from cardkeep.storage.migrations import load as load_migrations
+from cardkeep.storage.sql import SqlUnitOfWork
 
 BUSY_TIMEOUT_MS = 2000
 LOCK_ATTEMPTS = 4
@@ -147,11 +143,11 @@ class SqliteStorage:
                 time.sleep(0.01 * (attempt + 1))
 
     @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[SqliteUnitOfWork]:
+    def transaction(self, *, write: bool) -> Iterator[SqlUnitOfWork]:
         conn = self._acquire()
         try:
             self._begin(conn, write)
-            uow = SqliteUnitOfWork(conn)
+            uow = unit_of_work(conn)
             try:
                 yield uow
             except sqlite3.OperationalError as exc:
@@ -182,296 +178,18 @@ class SqliteStorage:
                 return
 
 
-class SqliteUnitOfWork:
+class _Db:
+    """The driver seam over one SQLite connection: ``?`` placeholders are SQLite's own, and no
+    row locks are needed (a write transaction holds the database's write lock)."""
+
+    skip_locked = ""
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self.accounts = _Accounts(conn)
-        self.setup_intents = _SetupIntents(conn)
-        self.payment_intents = _PaymentIntents(conn)
-        self.vault = _Vault(conn)
-        self.outbox = _Outbox(conn)
-        self.sandbox_ledger = _SandboxLedger(conn)
 
-    def commit(self) -> None:
-        self._conn.execute("COMMIT")
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, params)
 
 
-def _account(row: tuple[str, str, str, str, int]) -> Account:
-    return Account(row[0], row[1], Mode(row[2]), datetime.fromisoformat(row[3]), row[4])
-
-
-_ACCOUNT_COLS = "a.id, a.name, a.mode, a.created_at, a.clock_offset_us"
-
-
-class _Accounts:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._c = conn
-
-    def add(self, account: Account) -> None:
-        self._c.execute(
-            "INSERT INTO accounts (id, name, mode, created_at, clock_offset_us) VALUES (?,?,?,?,?)",
-            (
-                account.id,
-                account.name,
-                account.mode.value,
-                account.created_at.isoformat(),
-                account.clock_offset_us,
-            ),
-        )
-
-    def get(self, account_id: str) -> Account | None:
-        row = self._c.execute(
-            f"SELECT {_ACCOUNT_COLS} FROM accounts a WHERE a.id = ?",  # noqa: S608
-            (account_id,),
-        ).fetchone()
-        return _account(row) if row else None
-
-    def lease_for_sweep(self, now: datetime, until: datetime, limit: int) -> list[Account]:
-        rows = self._c.execute(
-            "UPDATE accounts SET sweep_leased_until_us = ? WHERE id IN ("
-            " SELECT id FROM accounts WHERE sweep_leased_until_us IS NULL"
-            " OR sweep_leased_until_us <= ? ORDER BY created_at LIMIT ?)"
-            " RETURNING id, name, mode, created_at, clock_offset_us",
-            (codec.micros(until), codec.micros(now), limit),
-        ).fetchall()
-        return [_account(row) for row in rows]
-
-    def list(self) -> list[Account]:
-        rows = self._c.execute(
-            f"SELECT {_ACCOUNT_COLS} FROM accounts a ORDER BY a.created_at"  # noqa: S608
-        )
-        return [_account(row) for row in rows]
-
-    def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None:
-        self._c.execute(
-            "INSERT INTO api_keys (key_hash, account_id, created_at) VALUES (?,?,?)",
-            (key_hash, account_id, created_at.isoformat()),
-        )
-
-    def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
-        row = self._c.execute(
-            f"SELECT k.key_hash, {_ACCOUNT_COLS} FROM api_keys k "  # noqa: S608
-            "JOIN accounts a ON a.id = k.account_id "
-            "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
-            (key_hash,),
-        ).fetchone()
-        return (row[0], _account(row[1:])) if row else None
-
-    def set_clock_offset(self, account_id: str, offset_us: int) -> None:
-        self._c.execute(
-            "UPDATE accounts SET clock_offset_us = ? WHERE id = ? AND clock_offset_us <= ?",
-            (offset_us, account_id, offset_us),
-        )
-
-
-class _SetupIntents:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._c = conn
-
-    @staticmethod
-    def _card_ends(si: SetupIntent) -> int | None:
-        return codec.micros(si.card.expiry.ends_at) if si.card is not None else None
-
-    def add(self, si: SetupIntent) -> None:
-        self._c.execute(
-            "INSERT INTO setup_intents (id, account_id, status, expire_at_us, card_ends_at_us, doc)"
-            " VALUES (?,?,?,?,?,?)",
-            (
-                si.id,
-                si.account_id,
-                si.status.value,
-                codec.micros(si.expire_at),
-                self._card_ends(si),
-                codec.encode(si),
-            ),
-        )
-
-    def get(self, account_id: str, si_id: str) -> SetupIntent | None:
-        row = self._c.execute(
-            "SELECT doc FROM setup_intents WHERE id = ? AND account_id = ?", (si_id, account_id)
-        ).fetchone()
-        return codec.decode_si(row[0]) if row else None
-
-    def find(self, si_id: str) -> SetupIntent | None:
-        row = self._c.execute("SELECT doc FROM setup_intents WHERE id = ?", (si_id,)).fetchone()
-        return codec.decode_si(row[0]) if row else None
-
-    def update(self, si: SetupIntent, *, expected: SIStatus) -> bool:
-        row = self._c.execute(
-            "UPDATE setup_intents SET status = ?, card_ends_at_us = ?, doc = ? "
-            "WHERE id = ? AND account_id = ? AND status = ? RETURNING id",
-            (
-                si.status.value,
-                self._card_ends(si),
-                codec.encode(si),
-                si.id,
-                si.account_id,
-                expected.value,
-            ),
-        ).fetchone()
-        return row is not None
-
-    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
-        t = codec.micros(now)
-        rows = self._c.execute(
-            "SELECT id FROM setup_intents WHERE account_id = ? AND ("
-            " (status = 'Created' AND expire_at_us <= ?) OR"
-            " (status = 'Authorized' AND card_ends_at_us <= ?)) LIMIT ?",
-            (account_id, t, t, limit),
-        )
-        return [row[0] for row in rows]
-
-
-class _PaymentIntents:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._c = conn
-
-    def add(self, pi: PaymentIntent) -> None:
-        self._c.execute(
-            "INSERT INTO payment_intents (id, account_id, status, setup_intent_id, expire_at_us,"
-            " doc) VALUES (?,?,?,?,?,?)",
-            (
-                pi.id,
-                pi.account_id,
-                pi.status.value,
-                pi.setup_intent_id,
-                codec.micros(pi.expire_at),
-                codec.encode(pi),
-            ),
-        )
-
-    def get(self, account_id: str, pi_id: str) -> PaymentIntent | None:
-        row = self._c.execute(
-            "SELECT doc FROM payment_intents WHERE id = ? AND account_id = ?", (pi_id, account_id)
-        ).fetchone()
-        return codec.decode_pi(row[0]) if row else None
-
-    def update(self, pi: PaymentIntent, *, expected: PIStatus) -> bool:
-        row = self._c.execute(
-            "UPDATE payment_intents SET status = ?, doc = ? "
-            "WHERE id = ? AND account_id = ? AND status = ? RETURNING id",
-            (pi.status.value, codec.encode(pi), pi.id, pi.account_id, expected.value),
-        ).fetchone()
-        return row is not None
-
-    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
-        rows = self._c.execute(
-            "SELECT id FROM payment_intents WHERE account_id = ? AND status = 'Created'"
-            " AND expire_at_us <= ? LIMIT ?",
-            (account_id, codec.micros(now), limit),
-        )
-        return [row[0] for row in rows]
-
-    def lease_stuck_charges(
-        self, claimed_before: datetime, now: datetime, until: datetime, limit: int
-    ) -> list[PaymentIntent]:
-        free = "status = ? AND (recovery_leased_until_us IS NULL OR recovery_leased_until_us <= ?)"
-        candidates = [
-            codec.decode_pi(row[0])
-            for row in self._c.execute(
-                f"SELECT doc FROM payment_intents WHERE {free} LIMIT ?",  # noqa: S608
-                (PIStatus.CHARGING.value, codec.micros(now), limit),
-            )
-        ]
-        leased = []
-        for pi in candidates:
-            if pi.claimed_at is not None and pi.claimed_at > claimed_before:
-                continue  # young: the request that claimed it may still settle it
-            row = self._c.execute(
-                f"UPDATE payment_intents SET recovery_leased_until_us = ? WHERE id = ? AND {free}"  # noqa: S608
-                " RETURNING id",
-                (codec.micros(until), pi.id, PIStatus.CHARGING.value, codec.micros(now)),
-            ).fetchone()
-            if row is not None:
-                leased.append(pi)
-        return leased
-
-
-# token, account id, key id, nonce, ciphertext, created at: opaque to storage.
-VaultRow = tuple[str, str, str, bytes, bytes, datetime]
-
-
-class _Vault:
-    """The ``vault_cards`` table: sealed cards as opaque columns. It implements the service's
-    token-only ``CardVault`` port, and the row access ``cde/`` builds its vault repository on;
-    it never sees a card type or a key."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._c = conn
-
-    def holds(self, token: str) -> bool:
-        row = self._c.execute("SELECT 1 FROM vault_cards WHERE token = ?", (token,)).fetchone()
-        return row is not None
-
-    def forget(self, token: str) -> None:
-        self._c.execute("DELETE FROM vault_cards WHERE token = ?", (token,))
-
-    def put(self, row: VaultRow) -> None:
-        self._c.execute(
-            "INSERT INTO vault_cards (token, account_id, key_id, nonce, ciphertext, created_at)"
-            " VALUES (?,?,?,?,?,?)",
-            (*row[:5], row[5].isoformat()),
-        )
-
-    def get(self, token: str) -> VaultRow | None:
-        row = self._c.execute(
-            "SELECT token, account_id, key_id, nonce, ciphertext, created_at FROM vault_cards"
-            " WHERE token = ?",
-            (token,),
-        ).fetchone()
-        if row is None:
-            return None
-        return (row[0], row[1], row[2], row[3], row[4], datetime.fromisoformat(row[5]))
-
-    def key_ids(self) -> set[str]:
-        return {row[0] for row in self._c.execute("SELECT DISTINCT key_id FROM vault_cards")}
-
-
-# idempotency key, result, message, auth code, network transaction id, created at
-LedgerRow = tuple[str, str, str, str | None, str | None, datetime]
-
-
-class _SandboxLedger:
-    """The sandbox acquirer's ledger: opaque rows, the first one per key wins."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._c = conn
-
-    def first(self, row: LedgerRow) -> LedgerRow:
-        """Store ``row`` unless its key has an answer already; the answer that stands."""
-        self._c.execute(
-            "INSERT INTO sandbox_ledger (idempotency_key, result, message, auth_code,"
-            " network_transaction_id, created_at) VALUES (?,?,?,?,?,?)"
-            " ON CONFLICT (idempotency_key) DO NOTHING",
-            (*row[:5], row[5].isoformat()),
-        )
-        found = self.get(row[0])
-        assert found is not None
-        return found
-
-    def get(self, key: str) -> LedgerRow | None:
-        got = self._c.execute(
-            "SELECT idempotency_key, result, message, auth_code, network_transaction_id,"
-            " created_at FROM sandbox_ledger WHERE idempotency_key = ?",
-            (key,),
-        ).fetchone()
-        if got is None:
-            return None
-        return (got[0], got[1], got[2], got[3], got[4], datetime.fromisoformat(got[5]))
-
-
-class _Outbox:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._c = conn
-
-    def record(self, event: DomainEvent) -> None:
-        self._c.execute(
-            "INSERT INTO outbox (id, account_id, event, created_at, payload) VALUES (?,?,?,?,?)",
-            (
-                event.id,
-                event.account_id,
-                event.event,
-                iso(event.created_at),
-                codec.event_payload(event),
-            ),
-        )
+def unit_of_work(conn: sqlite3.Connection) -> SqlUnitOfWork:
+    return SqlUnitOfWork(_Db(conn), lambda: conn.execute("COMMIT"))

@@ -1,0 +1,332 @@
+"""The repositories' SQL, written once for every engine, over a small driver seam (``Db``).
+
+The engines differ only where the seam says: placeholders are written ``?`` here (the PostgreSQL
+driver rewrites them), and ``Db.skip_locked`` is ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and empty
+on SQLite (whose write transactions are serialised anyway). Statuses are bound as parameters,
+never SQL literals; every instant is stored as integer microseconds (``codec.micros``); documents
+carry a schema version (``codec``). Connections, transactions, locking and retries belong to the
+engine modules (``sqlite``, ``postgres``), never to this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.events import DomainEvent
+from cardkeep.domain.payment_intent import PaymentIntent
+from cardkeep.domain.payment_intent import Status as PIStatus
+from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.domain.setup_intent import Status as SIStatus
+from cardkeep.storage import codec
+from cardkeep.storage.codec import from_micros, micros
+
+# token, account id, key id, nonce, ciphertext, created at: opaque to storage.
+VaultRow = tuple[str, str, str, bytes, bytes, datetime]
+# idempotency key, result, message, auth code, network transaction id, created at
+LedgerRow = tuple[str, str, str, str | None, str | None, datetime]
+
+
+class Rows(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Db(Protocol):
+    """One connection inside one transaction, as the repositories see it."""
+
+    skip_locked: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
+
+
+class SqlUnitOfWork:
+    """The repositories over one transaction; ``commit`` is the engine's."""
+
+    def __init__(self, db: Db, commit: Any) -> None:
+        self._commit = commit
+        self.accounts = Accounts(db)
+        self.setup_intents = SetupIntents(db)
+        self.payment_intents = PaymentIntents(db)
+        self.vault = Vault(db)
+        self.outbox = Outbox(db)
+        self.sandbox_ledger = SandboxLedger(db)
+
+    def commit(self) -> None:
+        self._commit()
+
+
+_ACCOUNT_COLS = "id, name, mode, created_at_us, clock_offset_us"
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(row[0], row[1], Mode(row[2]), from_micros(row[3]), int(row[4]))
+
+
+class Accounts:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def add(self, account: Account) -> None:
+        self._db.execute(
+            f"INSERT INTO accounts ({_ACCOUNT_COLS}) VALUES (?,?,?,?,?)",  # noqa: S608
+            (
+                account.id,
+                account.name,
+                account.mode.value,
+                micros(account.created_at),
+                account.clock_offset_us,
+            ),
+        )
+
+    def get(self, account_id: str) -> Account | None:
+        row = self._db.execute(
+            f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = ?",  # noqa: S608
+            (account_id,),
+        ).fetchone()
+        return _account(row) if row else None
+
+    def lease_for_sweep(self, now: datetime, until: datetime, limit: int) -> list[Account]:
+        rows = self._db.execute(
+            "UPDATE accounts SET sweep_leased_until_us = ? WHERE id IN ("  # noqa: S608
+            " SELECT id FROM accounts WHERE sweep_leased_until_us IS NULL"
+            f" OR sweep_leased_until_us <= ? ORDER BY created_at_us LIMIT ?{self._db.skip_locked})"
+            f" RETURNING {_ACCOUNT_COLS}",
+            (micros(until), micros(now), limit),
+        ).fetchall()
+        return [_account(row) for row in rows]
+
+    def list(self) -> list[Account]:
+        rows = self._db.execute(
+            f"SELECT {_ACCOUNT_COLS} FROM accounts ORDER BY created_at_us, id"  # noqa: S608
+        ).fetchall()
+        return [_account(row) for row in rows]
+
+    def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None:
+        self._db.execute(
+            "INSERT INTO api_keys (key_hash, account_id, created_at_us) VALUES (?,?,?)",
+            (key_hash, account_id, micros(created_at)),
+        )
+
+    def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
+        row = self._db.execute(
+            "SELECT k.key_hash, a.id, a.name, a.mode, a.created_at_us, a.clock_offset_us"
+            " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
+            " WHERE k.key_hash = ? AND k.revoked_at_us IS NULL",
+            (key_hash,),
+        ).fetchone()
+        return (row[0], _account(row[1:])) if row else None
+
+    def set_clock_offset(self, account_id: str, offset_us: int) -> None:
+        self._db.execute(
+            "UPDATE accounts SET clock_offset_us = ? WHERE id = ? AND clock_offset_us <= ?",
+            (offset_us, account_id, offset_us),
+        )
+
+
+def _card_ends(si: SetupIntent) -> int | None:
+    return micros(si.card.expiry.ends_at) if si.card is not None else None
+
+
+class SetupIntents:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def add(self, si: SetupIntent) -> None:
+        self._db.execute(
+            "INSERT INTO setup_intents (id, account_id, status, expire_at_us, card_ends_at_us, doc)"
+            " VALUES (?,?,?,?,?,?)",
+            (
+                si.id,
+                si.account_id,
+                si.status.value,
+                micros(si.expire_at),
+                _card_ends(si),
+                codec.encode(si),
+            ),
+        )
+
+    def get(self, account_id: str, si_id: str) -> SetupIntent | None:
+        row = self._db.execute(
+            "SELECT doc FROM setup_intents WHERE id = ? AND account_id = ?", (si_id, account_id)
+        ).fetchone()
+        return codec.decode_si(row[0]) if row else None
+
+    def find(self, si_id: str) -> SetupIntent | None:
+        row = self._db.execute("SELECT doc FROM setup_intents WHERE id = ?", (si_id,)).fetchone()
+        return codec.decode_si(row[0]) if row else None
+
+    def update(self, si: SetupIntent, *, expected: SIStatus) -> bool:
+        row = self._db.execute(
+            "UPDATE setup_intents SET status = ?, card_ends_at_us = ?, doc = ? "
+            "WHERE id = ? AND account_id = ? AND status = ? RETURNING id",
+            (
+                si.status.value,
+                _card_ends(si),
+                codec.encode(si),
+                si.id,
+                si.account_id,
+                expected.value,
+            ),
+        ).fetchone()
+        return row is not None
+
+    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
+        t = micros(now)
+        rows = self._db.execute(
+            "SELECT id FROM setup_intents WHERE account_id = ? AND ("
+            " (status = ? AND expire_at_us <= ?) OR (status = ? AND card_ends_at_us <= ?))"
+            " LIMIT ?",
+            (account_id, SIStatus.CREATED.value, t, SIStatus.AUTHORIZED.value, t, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+
+class PaymentIntents:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def add(self, pi: PaymentIntent) -> None:
+        self._db.execute(
+            "INSERT INTO payment_intents (id, account_id, status, setup_intent_id, expire_at_us,"
+            " doc) VALUES (?,?,?,?,?,?)",
+            (
+                pi.id,
+                pi.account_id,
+                pi.status.value,
+                pi.setup_intent_id,
+                micros(pi.expire_at),
+                codec.encode(pi),
+            ),
+        )
+
+    def get(self, account_id: str, pi_id: str) -> PaymentIntent | None:
+        row = self._db.execute(
+            "SELECT doc FROM payment_intents WHERE id = ? AND account_id = ?", (pi_id, account_id)
+        ).fetchone()
+        return codec.decode_pi(row[0]) if row else None
+
+    def update(self, pi: PaymentIntent, *, expected: PIStatus) -> bool:
+        row = self._db.execute(
+            "UPDATE payment_intents SET status = ?, doc = ? "
+            "WHERE id = ? AND account_id = ? AND status = ? RETURNING id",
+            (pi.status.value, codec.encode(pi), pi.id, pi.account_id, expected.value),
+        ).fetchone()
+        return row is not None
+
+    def due(self, account_id: str, now: datetime, limit: int) -> list[str]:
+        rows = self._db.execute(
+            "SELECT id FROM payment_intents WHERE account_id = ? AND status = ?"
+            " AND expire_at_us <= ? LIMIT ?",
+            (account_id, PIStatus.CREATED.value, micros(now), limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def lease_stuck_charges(
+        self, claimed_before: datetime, now: datetime, until: datetime, limit: int
+    ) -> list[PaymentIntent]:
+        free = "status = ? AND (recovery_leased_until_us IS NULL OR recovery_leased_until_us <= ?)"
+        candidates = [
+            codec.decode_pi(row[0])
+            for row in self._db.execute(
+                f"SELECT doc FROM payment_intents WHERE {free} LIMIT ?{self._db.skip_locked}",  # noqa: S608
+                (PIStatus.CHARGING.value, micros(now), limit),
+            ).fetchall()
+        ]
+        leased = []
+        for pi in candidates:
+            if pi.claimed_at is not None and pi.claimed_at > claimed_before:
+                continue  # young: the request that claimed it may still settle it
+            row = self._db.execute(
+                f"UPDATE payment_intents SET recovery_leased_until_us = ? WHERE id = ? AND {free}"  # noqa: S608
+                " RETURNING id",
+                (micros(until), pi.id, PIStatus.CHARGING.value, micros(now)),
+            ).fetchone()
+            if row is not None:
+                leased.append(pi)
+        return leased
+
+
+class Vault:
+    """The ``vault_cards`` table: sealed cards as opaque columns. It implements the service's
+    token-only ``CardVault`` port, and the row access ``cde/`` builds its vault repository on;
+    it never sees a card type or a key."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def holds(self, token: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM vault_cards WHERE token = ?", (token,)).fetchone()
+        return row is not None
+
+    def forget(self, token: str) -> None:
+        self._db.execute("DELETE FROM vault_cards WHERE token = ?", (token,))
+
+    def put(self, row: VaultRow) -> None:
+        self._db.execute(
+            "INSERT INTO vault_cards (token, account_id, key_id, nonce, ciphertext, created_at_us)"
+            " VALUES (?,?,?,?,?,?)",
+            (*row[:5], micros(row[5])),
+        )
+
+    def get(self, token: str) -> VaultRow | None:
+        row = self._db.execute(
+            "SELECT token, account_id, key_id, nonce, ciphertext, created_at_us FROM vault_cards"
+            " WHERE token = ?",
+            (token,),
+        ).fetchone()
+        if row is None:
+            return None
+        return (row[0], row[1], row[2], bytes(row[3]), bytes(row[4]), from_micros(row[5]))
+
+    def key_ids(self) -> set[str]:
+        rows = self._db.execute("SELECT DISTINCT key_id FROM vault_cards").fetchall()
+        return {row[0] for row in rows}
+
+
+class SandboxLedger:
+    """The sandbox acquirer's ledger: opaque rows, the first one per key wins."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def first(self, row: LedgerRow) -> LedgerRow:
+        """Store ``row`` unless its key has an answer already; the answer that stands."""
+        self._db.execute(
+            "INSERT INTO sandbox_ledger (idempotency_key, result, message, auth_code,"
+            " network_transaction_id, created_at_us) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT (idempotency_key) DO NOTHING",
+            (*row[:5], micros(row[5])),
+        )
+        found = self.get(row[0])
+        assert found is not None
+        return found
+
+    def get(self, key: str) -> LedgerRow | None:
+        got = self._db.execute(
+            "SELECT idempotency_key, result, message, auth_code, network_transaction_id,"
+            " created_at_us FROM sandbox_ledger WHERE idempotency_key = ?",
+            (key,),
+        ).fetchone()
+        if got is None:
+            return None
+        return (got[0], got[1], got[2], got[3], got[4], from_micros(got[5]))
+
+
+class Outbox:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def record(self, event: DomainEvent) -> None:
+        self._db.execute(
+            "INSERT INTO outbox (id, account_id, event, created_at_us, payload) VALUES (?,?,?,?,?)",
+            (
+                event.id,
+                event.account_id,
+                event.event,
+                micros(event.created_at),
+                codec.event_payload(event),
+            ),
+        )
