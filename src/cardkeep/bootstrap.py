@@ -41,7 +41,7 @@ from cardkeep.service.context import Context, Policy
 from cardkeep.service.facade import Services
 from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.ports import Charger, Clock, Storage
-from cardkeep.storage import sqlite
+from cardkeep.storage import postgres, sqlite
 
 SANDBOX_KEY_FILE = "sandbox-key.txt"
 
@@ -51,20 +51,34 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+def _pool(settings: Settings) -> postgres.PoolSettings:
+    return postgres.PoolSettings(
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.db_statement_timeout,
+    )
+
+
 def storage_for(settings: Settings) -> Storage:
-    """The storage adapter for the database URL (only SQLite for now)."""
+    """The storage adapter the database URL names: SQLite (a file) or PostgreSQL."""
     database = settings.database
-    if database.engine == "sqlite":
-        return sqlite.SqliteStorage(database.path)
-    raise AssertionError(f"no storage adapter for {database.engine}")  # Database.parse refuses
+    if database.engine == "postgresql":
+        assert database.url is not None
+        return postgres.PostgresStorage(database.url, _pool(settings))
+    assert database.path is not None
+    return sqlite.SqliteStorage(database.path)
 
 
 def migrate(settings: Settings) -> list[int]:
-    """Apply pending migrations to the database the settings name; the versions applied now."""
+    """Apply pending migrations to the database the settings name, under a lock (an advisory
+    lock on PostgreSQL, BEGIN IMMEDIATE on SQLite); the versions applied now."""
     database = settings.database
-    if database.engine == "sqlite":
-        return sqlite.migrate(database.path)
-    raise AssertionError(f"no migrations for {database.engine}")
+    if database.engine == "postgresql":
+        assert database.url is not None
+        return postgres.migrate(database.url, _pool(settings))
+    assert database.path is not None
+    return sqlite.migrate(database.path)
 
 
 def _policy(settings: Settings) -> Policy:

@@ -22,10 +22,11 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Database:
-    """A parsed database URL: the engine and where its data lives."""
+    """A parsed database URL: the engine, and the file (SQLite) or the URL (PostgreSQL)."""
 
     engine: str
-    path: Path
+    path: Path | None = None
+    url: str | None = field(default=None, repr=False)  # may carry a password
 
     @classmethod
     def parse(cls, url: str | None, data_dir: Path) -> Database:
@@ -34,9 +35,7 @@ class Database:
         if url.startswith("sqlite:///"):
             return cls("sqlite", Path(url[len("sqlite:///") :]))
         if url.startswith(("postgres://", "postgresql://")):
-            raise SettingsError(
-                "PostgreSQL is not supported by this version of cardkeep yet; use a sqlite:/// URL"
-            )
+            return cls("postgresql", url=url)
         raise SettingsError(f"unsupported database URL scheme in {url.split(':', 1)[0]!r}")
 
 
@@ -57,6 +56,12 @@ class Settings:
     # The hard timeout of an acquirer call (real time); must be shorter than recovery_after, so
     # recovery never re-sends while the first call may still be in flight. None: the default.
     acquirer_timeout: float | None = None
+    # PostgreSQL: connections per process, and how long to wait to connect (or for a free
+    # connection) and for any one statement, in seconds.
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_connect_timeout: float = 5.0
+    db_statement_timeout: float = 5.0
     log_level: str = "info"
 
     def __repr__(self) -> str:
@@ -112,6 +117,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("sweep_interval", "SWEEP_INTERVAL"),
         ("recovery_after", "RECOVERY_AFTER"),
         ("acquirer_timeout", "ACQUIRER_TIMEOUT"),
+        ("db_connect_timeout", "DB_CONNECT_TIMEOUT"),
+        ("db_statement_timeout", "DB_STATEMENT_TIMEOUT"),
     )
     for key, name in numbers:
         raw = env.get(f"CARDKEEP_{name}")
@@ -125,8 +132,22 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         if level not in LOG_LEVELS:
             raise SettingsError(f"CARDKEEP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         changes["log_level"] = level
+    for key, name in (("db_pool_min", "DB_POOL_MIN"), ("db_pool_max", "DB_POOL_MAX")):
+        raw = env.get(f"CARDKEEP_{name}")
+        if raw is not None:
+            if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+                raise SettingsError(f"CARDKEEP_{name} must be a whole number from 1 to 1000")
+            changes[key] = int(raw)
     settings = replace(s, **changes)
-    for key in ("sweep_interval", "recovery_after", "acquirer_timeout"):
+    if settings.db_pool_min > settings.db_pool_max:
+        raise SettingsError("CARDKEEP_DB_POOL_MIN must not exceed CARDKEEP_DB_POOL_MAX")
+    for key in (
+        "sweep_interval",
+        "recovery_after",
+        "acquirer_timeout",
+        "db_connect_timeout",
+        "db_statement_timeout",
+    ):
         value = getattr(settings, key)
         if value is not None and not 0 < value < 86_400:
             raise SettingsError(f"CARDKEEP_{key.upper()} must be between 0 and 86400 seconds")

@@ -1,5 +1,6 @@
-"""A real cardkeep process for end-to-end tests: both listeners over HTTP on 127.0.0.1, a SQLite
-file on disk, the server's log captured to a file that tests can scan."""
+"""A real cardkeep process for end-to-end tests: both listeners over HTTP on 127.0.0.1, on a SQLite
+file or a PostgreSQL database of its own, the server's log captured to a file that tests can scan,
+and the raw stored bytes (database files, WAL) that tests can search."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 
 from cardkeep.bootstrap import Runtime
 from cardkeep.config import Settings
@@ -57,16 +61,66 @@ class Server:
     pci_url: str
     log_path: Path
     proc: subprocess.Popen[bytes]
+    database_url: str | None = None  # None: SQLite in the data directory
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def engine(self) -> str:
+        return "postgres" if self.database_url else "sqlite"
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "cardkeep.db"
 
+    @property
+    def settings(self) -> Settings:
+        return Settings(data_dir=self.data_dir, database_url=self.database_url)
+
     def create_account(self, name: str = "merchant", mode: str = "sandbox") -> str:
         """A new account's secret key (through the service, on the server's own database)."""
-        with Runtime.open(Settings(data_dir=self.data_dir)) as runtime:
+        with Runtime.open(self.settings) as runtime:
             _, key = runtime.services.accounts.create(name, Mode(mode))
         return key
+
+    def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on the server's database, behind its back (``?`` placeholders),
+        committed; the rows it returns."""
+        if self.database_url is None:
+            with sqlite3.connect(self.db_path) as conn:
+                return conn.execute(query, params).fetchall()
+        with psycopg.connect(self.database_url, autocommit=True) as pg:
+            cur = pg.execute(query.replace("?", "%s"), params)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def stored_files(self) -> list[Path]:
+        """Every file that holds what this server stored: the data directory (and for SQLite the
+        database, its WAL and SHM), or for PostgreSQL this database's files and the WAL written
+        since the server started."""
+        files = [p for p in self.data_dir.rglob("*") if p.is_file()]
+        if self.database_url is None:
+            for suffix in ("", "-wal", "-shm"):
+                p = self.db_path.with_name(self.db_path.name + suffix)
+                if p.exists() and p not in files:
+                    files.append(p)
+            return files
+        with psycopg.connect(self.database_url, autocommit=True) as pg:
+            pg.execute("CHECKPOINT")
+            row = pg.execute(
+                "SELECT current_setting('data_directory'),"
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
+        assert row is not None
+        cluster, oid = Path(row[0]), row[1]
+        files += [p for p in (cluster / "base" / str(oid)).iterdir() if p.is_file()]
+        files += [
+            p
+            for p in (cluster / "pg_wal").iterdir()
+            if p.is_file() and p.stat().st_mtime >= self.started_at - 1
+        ]
+        return files
+
+    def stored_bytes(self) -> bytes:
+        return b"".join(p.read_bytes() for p in self.stored_files())
 
     def log_text(self) -> str:
         return self.log_path.read_text("utf-8", errors="replace")
@@ -83,7 +137,9 @@ def read_ports(data_dir: Path, pid: int) -> tuple[int, int] | None:
     return int(doc["api"]), int(doc["pci"])
 
 
-def _start(data_dir: Path, workers: int, env: dict[str, str] | None) -> Server:
+def _start(
+    data_dir: Path, workers: int, env: dict[str, str] | None, database_url: str | None
+) -> Server:
     """Start a server on free ports (``--api-port 0``) and wait until both listeners answer."""
     log_path = data_dir / "server.log"
     full_env = {
@@ -94,6 +150,8 @@ def _start(data_dir: Path, workers: int, env: dict[str, str] | None) -> Server:
     }
     cmd = [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(data_dir)]
     cmd += ["--api-port", "0", "--pci-port", "0", "--workers", str(workers)]
+    if database_url is not None:
+        cmd += ["--database-url", database_url]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     deadline = time.monotonic() + 30
@@ -105,7 +163,7 @@ def _start(data_dir: Path, workers: int, env: dict[str, str] | None) -> Server:
             ports = read_ports(data_dir, proc.pid)
             if ports is not None:
                 api, pci = (f"http://127.0.0.1:{port}" for port in ports)
-                server = Server(data_dir, api, pci, log_path, proc)
+                server = Server(data_dir, api, pci, log_path, proc, database_url)
         if server is not None:
             try:
                 urls = (server.api_url, server.pci_url)
@@ -130,10 +188,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def run_server(
-    data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Iterator[Server]:
+    """A server on ``data_dir``, on SQLite there, or on ``database_url`` (PostgreSQL)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = _start(data_dir, workers, env)
+    server = _start(data_dir, workers, env, database_url)
     try:
         yield server
     finally:

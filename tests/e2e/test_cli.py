@@ -50,10 +50,11 @@ def test_migrate_is_idempotent_and_sweep_runs(tmp_path: Path) -> None:
     assert "recovered charges: 0" in swept.stderr
 
 
-def test_unsupported_database_urls_are_refused_clearly(tmp_path: Path) -> None:
-    r = cardkeep("migrate", "--database-url", "postgresql://127.0.0.1/cardkeep")
-    assert r.returncode == 2
-    assert "PostgreSQL is not supported by this version" in r.stderr
+def test_unreachable_or_unsupported_database_urls_are_refused_clearly(tmp_path: Path) -> None:
+    missing = "postgresql://postgres@127.0.0.1:5432/cardkeep_no_such_database"
+    r = cardkeep("migrate", "--database-url", missing)
+    assert r.returncode == 1
+    assert "cannot reach the PostgreSQL database" in r.stderr
     assert "Traceback" not in r.stderr
     r = cardkeep("migrate", "--database-url", "mysql://x")
     assert r.returncode == 2

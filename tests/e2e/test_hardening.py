@@ -5,7 +5,6 @@ where the fault showed."""
 from __future__ import annotations
 
 import socket
-import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +25,6 @@ SPELLINGS = (
     "5200\t0000\t0000\t1005",
     "378282246310005",  # AMEX: refused whatever the account accepts
 )
-
-
-def _raw_db(server: Server) -> bytes:
-    with sqlite3.connect(server.db_path) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return b"".join(p.read_bytes() for p in server.data_dir.glob("cardkeep.db*"))
 
 
 def _refused(r: httpx.Response, field: str) -> dict[str, Any]:
@@ -59,16 +52,17 @@ def test_the_sandbox_clock_moves_at_most_100_years(merchant: Merchant) -> None:
     assert merchant.create_si().status_code == 200  # the account still works at its far future
 
 
-def test_one_broken_account_stops_neither_recovery_nor_the_others(tmp_path: Path) -> None:
-    with run_server(tmp_path) as server:
+def test_one_broken_account_stops_neither_recovery_nor_the_others(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    with run_server(tmp_path, database_url=database_url) as server:
         broken = Merchant(server, server.create_account("broken"))
         victim = Merchant(server, server.create_account("victim"))
         # Data no request can write any more (a clock past year 9999), as an older version could.
-        with sqlite3.connect(server.db_path) as conn:
-            conn.execute(
-                "UPDATE accounts SET clock_offset_us = ? WHERE name = 'broken'",
-                (8_000 * 365 * 86_400 * 1_000_000,),
-            )
+        server.sql(
+            "UPDATE accounts SET clock_offset_us = ? WHERE name = 'broken'",
+            (8_000 * 365 * 86_400 * 1_000_000,),
+        )
         si = victim.authorized_si()
         pi = victim.create_pi(si["id"], value=1099).json()  # the acquirer's answer is lost
         assert victim.charge(pi["id"]).status_code == 503
@@ -83,11 +77,13 @@ def test_one_broken_account_stops_neither_recovery_nor_the_others(tmp_path: Path
         victim.close()
 
 
-def test_health_says_degraded_while_the_sweeper_cannot_run(tmp_path: Path) -> None:
-    with run_server(tmp_path) as server:
+def test_health_says_degraded_while_the_sweeper_cannot_run(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    with run_server(tmp_path, database_url=database_url) as server:
         server.create_account()
-        with sqlite3.connect(server.db_path) as conn:  # every sweep now fails listing accounts
-            conn.execute("UPDATE accounts SET created_at_us = 'not a date'")
+        # Every sweep now fails to lease accounts; the database still answers.
+        server.sql("ALTER TABLE accounts RENAME COLUMN sweep_leased_until_us TO taken")
         deadline = time.monotonic() + 10
         while True:
             health = httpx.get(f"{server.pci_url}/health")
@@ -99,8 +95,7 @@ def test_health_says_degraded_while_the_sweeper_cannot_run(tmp_path: Path) -> No
         assert set(health.json()["loops"]) == {"sweeper"}
         assert health.json()["loops"]["sweeper"]["lastRunAt"].endswith("Z")
         assert httpx.get(f"{server.api_url}/health").json()["status"] == "degraded"
-        with sqlite3.connect(server.db_path) as conn:
-            conn.execute("UPDATE accounts SET created_at_us = 1764374400000000")
+        server.sql("ALTER TABLE accounts RENAME COLUMN taken TO sweep_leased_until_us")
         deadline = time.monotonic() + 10
         while httpx.get(f"{server.api_url}/health").json()["status"] != "ok":
             assert time.monotonic() < deadline
@@ -167,7 +162,7 @@ def test_a_card_number_in_free_text_is_refused_on_both_listeners(
     _refused(
         merchant.pci_create(card_details={**card(), "cardName": spelling}), "CardDetails.CardName"
     )
-    raw = _raw_db(server)
+    raw = server.stored_bytes()
     assert spelling.encode() not in raw
     assert (
         spelling.replace(" ", "").replace("-", "").encode() not in raw or spelling == APPROVED_CARD
@@ -190,14 +185,13 @@ def test_a_card_name_holds_no_run_of_six_digits(merchant: Merchant) -> None:
 
 def test_no_vault_row_outlives_its_setup_intent(merchant: Merchant, server: Server) -> None:
     def vault_rows() -> int:
-        with sqlite3.connect(server.db_path) as conn:
-            return int(
-                conn.execute(
-                    "SELECT count(*) FROM vault_cards WHERE account_id = "
-                    "(SELECT account_id FROM setup_intents WHERE id = ?)",
-                    (first["id"],),
-                ).fetchone()[0]
-            )
+        return int(
+            server.sql(
+                "SELECT count(*) FROM vault_cards WHERE account_id = "
+                "(SELECT account_id FROM setup_intents WHERE id = ?)",
+                (first["id"],),
+            )[0][0]
+        )
 
     first = merchant.authorized_si()
     assert vault_rows() == 1
@@ -217,7 +211,7 @@ def test_no_vault_row_outlives_its_setup_intent(merchant: Merchant, server: Serv
     time.sleep(1)  # the sweeper (every 0.2 s) persists the expiry nobody read
     assert vault_rows() == 1  # the card-expired one is gone; the new one stays
     assert merchant.get_si(expired["id"]).json()["status"] == "Authorized"
-    assert APPROVED_CARD.encode() not in _raw_db(server)
+    assert APPROVED_CARD.encode() not in server.stored_bytes()
 
 
 # -- 6. crafted input is a 4xx, and nothing is committed before it -----------------------------------
@@ -297,9 +291,11 @@ def test_the_data_directory_is_created_owner_only(tmp_path: Path) -> None:
     assert data.stat().st_mode & 0o777 == 0o700
 
 
-def test_retry_after_says_when_recovery_will_have_asked(tmp_path: Path) -> None:
+def test_retry_after_says_when_recovery_will_have_asked(
+    tmp_path: Path, database_url: str | None
+) -> None:
     env = {"CARDKEEP_RECOVERY_AFTER": "30", "CARDKEEP_SWEEP_INTERVAL": "5"}
-    with run_server(tmp_path, env=env) as server:
+    with run_server(tmp_path, env=env, database_url=database_url) as server:
         merchant = Merchant(server, server.create_account())
         si = merchant.authorized_si()
         pi = merchant.create_pi(si["id"], value=1099).json()
@@ -338,35 +334,30 @@ def test_a_card_field_sent_twice_is_refused(merchant: Merchant) -> None:
 
 
 def _ledger(server: Server, key: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(server.db_path) as conn:
-        return conn.execute(
-            "SELECT idempotency_key, result FROM sandbox_ledger WHERE idempotency_key = ?", (key,)
-        ).fetchall()
+    rows = server.sql(
+        "SELECT idempotency_key, result FROM sandbox_ledger WHERE idempotency_key = ?", (key,)
+    )
+    return [(row[0], row[1]) for row in rows]
 
 
 def _claim_as_a_crash_left_it(server: Server, pi_id: str, si_id: str) -> None:
     """What a process that died between the claim and the acquirer call leaves in the database."""
     import json
 
-    with sqlite3.connect(server.db_path) as conn:
-        doc = json.loads(
-            conn.execute("SELECT doc FROM payment_intents WHERE id = ?", (pi_id,)).fetchone()[0]
-        )
-        doc["record"].update(  # a versioned document: {"v": 1, "record": {...}}
-            status="Charging", charge_attempts=1, claimed_at="2026-01-01T00:00:00+00:00"
-        )
-        conn.execute(
-            "UPDATE payment_intents SET status = 'Charging', doc = ? WHERE id = ?",
-            (json.dumps(doc).encode(), pi_id),
-        )
-        doc = json.loads(
-            conn.execute("SELECT doc FROM setup_intents WHERE id = ?", (si_id,)).fetchone()[0]
-        )
-        doc["record"]["status"] = "ChargeHeld"
-        conn.execute(
-            "UPDATE setup_intents SET status = 'ChargeHeld', doc = ? WHERE id = ?",
-            (json.dumps(doc).encode(), si_id),
-        )
+    doc = json.loads(server.sql("SELECT doc FROM payment_intents WHERE id = ?", (pi_id,))[0][0])
+    doc["record"].update(  # a versioned document: {"v": 1, "record": {...}}
+        status="Charging", charge_attempts=1, claimed_at="2026-01-01T00:00:00+00:00"
+    )
+    server.sql(
+        "UPDATE payment_intents SET status = 'Charging', doc = ? WHERE id = ?",
+        (json.dumps(doc).encode(), pi_id),
+    )
+    doc = json.loads(server.sql("SELECT doc FROM setup_intents WHERE id = ?", (si_id,))[0][0])
+    doc["record"]["status"] = "ChargeHeld"
+    server.sql(
+        "UPDATE setup_intents SET status = 'ChargeHeld', doc = ? WHERE id = ?",
+        (json.dumps(doc).encode(), si_id),
+    )
 
 
 def _wait_for(merchant: Merchant, pi_id: str, status: str) -> None:
@@ -376,8 +367,10 @@ def _wait_for(merchant: Merchant, pi_id: str, status: str) -> None:
         time.sleep(0.1)
 
 
-def test_a_claim_the_acquirer_never_saw_is_charged_once_by_recovery(tmp_path: Path) -> None:
-    with run_server(tmp_path) as server:
+def test_a_claim_the_acquirer_never_saw_is_charged_once_by_recovery(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    with run_server(tmp_path, database_url=database_url) as server:
         key = server.create_account()
         merchant = Merchant(server, key)
         si = merchant.authorized_si()
@@ -385,7 +378,7 @@ def test_a_claim_the_acquirer_never_saw_is_charged_once_by_recovery(tmp_path: Pa
         merchant.close()
     _claim_as_a_crash_left_it(server, pi["id"], si["id"])
     assert _ledger(server, f"charge:{pi['id']}:1") == []  # nothing reached the acquirer
-    with run_server(tmp_path) as server:
+    with run_server(tmp_path, database_url=database_url) as server:
         merchant = Merchant(server, key)
         _wait_for(merchant, pi["id"], "Captured")
         assert merchant.get_si(si["id"]).json()["status"] == "Completed"
@@ -393,8 +386,11 @@ def test_a_claim_the_acquirer_never_saw_is_charged_once_by_recovery(tmp_path: Pa
         merchant.close()
 
 
-def test_the_acquirer_ledger_survives_a_kill_and_answers_the_resend(tmp_path: Path) -> None:
-    with run_server(tmp_path, env={"CARDKEEP_RECOVERY_AFTER": "60"}) as server:
+def test_the_acquirer_ledger_survives_a_kill_and_answers_the_resend(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    slow = {"CARDKEEP_RECOVERY_AFTER": "60"}
+    with run_server(tmp_path, env=slow, database_url=database_url) as server:
         key = server.create_account()
         merchant = Merchant(server, key)
         si = merchant.authorized_si()
@@ -405,7 +401,7 @@ def test_the_acquirer_ledger_survives_a_kill_and_answers_the_resend(tmp_path: Pa
         server.proc.wait()
     ledger_key = f"charge:{pi['id']}:1"
     assert _ledger(server, ledger_key) == [(ledger_key, "approved")]
-    with run_server(tmp_path) as server:  # recovery after 0.5 s this time
+    with run_server(tmp_path, database_url=database_url) as server:  # recovery after 0.5 s now
         merchant = Merchant(server, key)
         _wait_for(merchant, pi["id"], "Captured")
         assert _ledger(server, ledger_key) == [(ledger_key, "approved")]  # charged once

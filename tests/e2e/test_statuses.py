@@ -3,7 +3,6 @@ each (DELETE, clock-driven expiry, card expiry while Authorized)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from datetime import datetime, timedelta
 
@@ -64,10 +63,7 @@ def test_expired_is_persisted_by_the_sweeper_without_any_read(
     deadline = time.monotonic() + 10
     status = None
     while time.monotonic() < deadline:
-        with sqlite3.connect(server.db_path) as conn:
-            status = conn.execute(
-                "SELECT status FROM setup_intents WHERE id = ?", (si["id"],)
-            ).fetchone()[0]
+        status = server.sql("SELECT status FROM setup_intents WHERE id = ?", (si["id"],))[0][0]
         if status == "Expired":
             break
         time.sleep(0.1)
@@ -145,13 +141,12 @@ def test_closed_needs_include_authorized(merchant: Merchant, server: Server) -> 
     assert again.status_code == 200
     assert again.json()["status"] == "Closed"
     # The card left the vault with the close.
-    with sqlite3.connect(server.db_path) as conn:
-        left = conn.execute(
-            "SELECT count(*) FROM vault_cards v JOIN setup_intents s ON s.id = ? "
-            "WHERE instr(s.doc, v.token) > 0",
-            (si["id"],),
-        ).fetchone()[0]
-    assert left == 0
+    left = server.sql(
+        "SELECT count(*) FROM vault_cards WHERE account_id ="
+        " (SELECT account_id FROM setup_intents WHERE id = ?)",
+        (si["id"],),
+    )[0][0]
+    assert left == 0  # the merchant's only card
     assert merchant.create_pi(si["id"]).json()["code"] == "setup_intent_not_usable"
 
 

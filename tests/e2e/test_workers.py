@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -51,8 +50,10 @@ def wait_until(what: str, check: object, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
-def test_a_dead_worker_is_restarted_and_the_service_keeps_answering(tmp_path: Path) -> None:
-    with run_server(tmp_path, workers=2) as server:
+def test_a_dead_worker_is_restarted_and_the_service_keeps_answering(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    with run_server(tmp_path, workers=2, database_url=database_url) as server:
         wait_until("two workers run", lambda: len(workers_of(server.proc.pid)) == 2)
         first = workers_of(server.proc.pid)
         victim = min(first)
@@ -104,8 +105,10 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_recovery_runs_in_every_worker_and_settles_a_charge_once(tmp_path: Path) -> None:
-    with run_server(tmp_path, workers=2) as server:
+def test_recovery_runs_in_every_worker_and_settles_a_charge_once(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    with run_server(tmp_path, workers=2, database_url=database_url) as server:
         wait_until("two workers run", lambda: len(workers_of(server.proc.pid)) == 2)
         merchant = Merchant(server, server.create_account())
         si = merchant.authorized_si()
@@ -126,10 +129,9 @@ def test_recovery_runs_in_every_worker_and_settles_a_charge_once(tmp_path: Path)
             if '"event": "sweep"' in line
         ]
         assert sum(recovered) == 1
-        with sqlite3.connect(server.db_path) as conn:
-            rows = conn.execute(
-                "SELECT result FROM sandbox_ledger WHERE idempotency_key LIKE ?",
-                (f"charge:{pi['id']}:%",),
-            ).fetchall()
-        assert rows == [("approved",)]
+        rows = server.sql(
+            "SELECT result FROM sandbox_ledger WHERE idempotency_key LIKE ?",
+            (f"charge:{pi['id']}:%",),
+        )
+        assert [tuple(row) for row in rows] == [("approved",)]
         merchant.close()

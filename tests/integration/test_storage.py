@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from cardkeep.cde import vault_store
@@ -23,9 +24,10 @@ from cardkeep.domain.payment_intent import Status as PI
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SI
 from cardkeep.service.ports import Storage
-from cardkeep.storage import sqlite
+from cardkeep.storage import postgres, sqlite
 from cardkeep.storage.memory import MemoryStorage
 from tests.factories import T0, make_pi, make_si
+from tests.postgres import empty
 
 ACCOUNT = Account("acc_1", "one", Mode.SANDBOX, T0)
 
@@ -40,12 +42,17 @@ def created_event(event_id: str, intent: SetupIntent) -> DomainEvent:
     return event
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    store: Storage
     if request.param == "sqlite":
         path = tmp_path / "db.sqlite"
         sqlite.migrate(path)
-        store: Storage = sqlite.SqliteStorage(path)
+        store = sqlite.SqliteStorage(path)
+    elif request.param == "postgres":
+        url = request.getfixturevalue("pg_database")
+        empty(url)
+        store = postgres.PostgresStorage(url)
     else:
         store = MemoryStorage()
     with store.transaction(write=True) as uow:
@@ -109,6 +116,11 @@ def test_rolled_back_change_leaves_no_row_and_no_event(storage: Storage) -> None
 def _outbox_count(storage: Storage) -> int:
     if isinstance(storage, MemoryStorage):
         return len(storage.tables.outbox)
+    if isinstance(storage, postgres.PostgresStorage):
+        with psycopg.connect(storage.url) as conn:
+            row = conn.execute("SELECT count(*) FROM outbox").fetchone()
+            assert row is not None
+            return int(row[0])
     assert isinstance(storage, sqlite.SqliteStorage)
     with sqlite3.connect(storage.path) as conn:
         return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
@@ -259,3 +271,38 @@ def test_sqlite_secure_delete_leaves_no_ciphertext_behind(tmp_path: Path) -> Non
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     files = [p for p in tmp_path.iterdir() if p.name.startswith("db.sqlite")]
     assert all(marker not in p.read_bytes() for p in files)
+
+
+# -- PostgreSQL only -----------------------------------------------------------------------------
+
+
+def test_postgres_migrations_are_idempotent_and_refuse_an_unmigrated_database() -> None:
+    from tests.postgres import throwaway_database
+
+    with throwaway_database("mig") as url:
+        with pytest.raises(RuntimeError, match="cardkeep migrate"):
+            postgres.PostgresStorage(url)
+        assert postgres.migrate(url) == [1]
+        assert postgres.migrate(url) == []
+        store = postgres.PostgresStorage(url)
+        store.ping()
+        store.close()
+
+
+def test_postgres_migrations_started_together_apply_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.postgres import throwaway_database
+
+    with throwaway_database("mig") as url, ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: postgres.migrate(url), range(4)))
+    assert sorted(results) == [[], [], [], [1]]
+
+
+def test_an_id_no_engine_can_store_names_nothing(storage: Storage) -> None:
+    with storage.transaction(write=False) as uow:
+        assert uow.setup_intents.get(ACCOUNT.id, "si_\x00") is None
+        assert uow.setup_intents.find("si_\x00") is None
+        assert uow.payment_intents.get(ACCOUNT.id, "pi_\x00") is None
+        assert uow.accounts.get("acc_\x00") is None
+        assert not uow.vault.holds("vt_\x00")

@@ -20,6 +20,7 @@ DomainError
 │   ├── ClientSecretUsed      client_session_secret_used
 │   └── ClientSecretExpired   client_session_secret_expired
 └── Unavailable               service_unavailable (busy storage, unknown acquirer outcome)
+    └── Busy                  contention the use case may retry
 """
 
 from __future__ import annotations
@@ -131,3 +132,8 @@ class Unavailable(DomainError):
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class Busy(Unavailable):
+    """The database refused a transaction for contention (serialization failure, deadlock, lock
+    timeout): the use case retries it a bounded number of times before answering 503."""

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from cardkeep.domain import payment_intent as pim
 from cardkeep.domain import setup_intent as sim
-from cardkeep.domain.errors import ChargeInProgress, Unavailable
+from cardkeep.domain.errors import Busy, ChargeInProgress, Unavailable
 from cardkeep.domain.events import Intent, change_event
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.setup_intent import SetupIntent
@@ -29,6 +29,8 @@ IntentT = TypeVar("IntentT", SetupIntent, PaymentIntent)
 
 # A decision meets at most a payment intent's and its setup intent's due changes.
 MAX_DUE_ROUNDS = 4
+# A decision the database refused for contention runs again this many times, then answers 503.
+MAX_BUSY_RETRIES = 3
 
 
 class DueFirst(Exception):
@@ -95,17 +97,26 @@ class Changes:
     def decide(self, attempt: Callable[[UnitOfWork], T]) -> T:
         """Run ``attempt`` in a write transaction and commit what it wrote; any exception rolls it
         back. Due changes it reports (``DueFirst``) are committed on their own first."""
-        for _ in range(MAX_DUE_ROUNDS):
+        due_rounds = busy = 0
+        while True:
             try:
                 with self._storage.transaction(write=True) as uow:
                     result = attempt(uow)
                     uow.commit()
                     return result
             except DueFirst as due:
+                due_rounds += 1
+                if due_rounds == MAX_DUE_ROUNDS:
+                    raise Unavailable(
+                        "The object kept changing while this request ran; retry."
+                    ) from None
                 with self._storage.transaction(write=True) as uow:
                     if self.apply_due(uow, due.old, due.new):
                         uow.commit()
-        raise Unavailable("The object kept changing while this request ran; retry.")
+            except Busy:  # contention (deadlock, lock timeout): the whole decision runs again
+                busy += 1
+                if busy > MAX_BUSY_RETRIES:
+                    raise
 
     @staticmethod
     def _update(uow: UnitOfWork, old: Intent, new: Intent) -> bool:

@@ -29,6 +29,12 @@ VaultRow = tuple[str, str, str, bytes, bytes, datetime]
 LedgerRow = tuple[str, str, str, str | None, str | None, datetime]
 
 
+def _storable(text: str) -> bool:
+    """An id that could be stored at all: PostgreSQL text holds no NUL character, so an id with
+    one names no record, on every engine alike."""
+    return "\x00" not in text
+
+
 class Rows(Protocol):
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
@@ -82,6 +88,8 @@ class Accounts:
         )
 
     def get(self, account_id: str) -> Account | None:
+        if not _storable(account_id):
+            return None
         row = self._db.execute(
             f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = ?",  # noqa: S608
             (account_id,),
@@ -149,12 +157,16 @@ class SetupIntents:
         )
 
     def get(self, account_id: str, si_id: str) -> SetupIntent | None:
+        if not _storable(si_id):
+            return None
         row = self._db.execute(
             "SELECT doc FROM setup_intents WHERE id = ? AND account_id = ?", (si_id, account_id)
         ).fetchone()
         return codec.decode_si(row[0]) if row else None
 
     def find(self, si_id: str) -> SetupIntent | None:
+        if not _storable(si_id):
+            return None
         row = self._db.execute("SELECT doc FROM setup_intents WHERE id = ?", (si_id,)).fetchone()
         return codec.decode_si(row[0]) if row else None
 
@@ -203,6 +215,8 @@ class PaymentIntents:
         )
 
     def get(self, account_id: str, pi_id: str) -> PaymentIntent | None:
+        if not _storable(pi_id):
+            return None
         row = self._db.execute(
             "SELECT doc FROM payment_intents WHERE id = ? AND account_id = ?", (pi_id, account_id)
         ).fetchone()
@@ -258,6 +272,8 @@ class Vault:
         self._db = db
 
     def holds(self, token: str) -> bool:
+        if not _storable(token):
+            return False
         row = self._db.execute("SELECT 1 FROM vault_cards WHERE token = ?", (token,)).fetchone()
         return row is not None
 

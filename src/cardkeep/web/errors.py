@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cardkeep.domain.errors import (
+    Busy,
     CardDataNotAccepted,
     ChargeInProgress,
     ClientSecretExpired,
@@ -83,6 +84,7 @@ TABLE: dict[type[Exception], tuple[int, Code]] = {
     Conflict: (409, C.CONFLICT),
     PayloadTooLarge: (413, C.PAYLOAD_TOO_LARGE),
     Unavailable: (503, C.SERVICE_UNAVAILABLE),
+    Busy: (503, C.SERVICE_UNAVAILABLE),
     Exception: (500, C.INTERNAL_ERROR),
 }
 
