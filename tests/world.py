@@ -30,6 +30,7 @@ from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
 from cardkeep.domain.card import Expiry
 from cardkeep.domain.money import Money
+from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.payment_intents import NewPaymentIntent
 from cardkeep.service.ports import Charger
 from cardkeep.service.setup_intents import NewSetupIntent
@@ -120,18 +121,24 @@ class World:
         self.clock = FixedClock()
         self.acquirer = acquirer or SandboxAcquirer(StorageLedger(self.storage, self.clock))
         self.vault = Vault(VaultKey("k1", os.urandom(32)))
+        secret = os.urandom(32)  # the Idempotency-Key seal's, kept outside any database
+        self.heartbeats = Heartbeats(self.clock)
         self.pci = build_pci(
             self.settings,
             storage=self.storage,
             clock=self.clock,
             vault=self.vault,
             acquirer=self.acquirer,
+            heartbeats=self.heartbeats,
+            idempotency_secret=secret,
         )
         self.api = build_api(
             self.settings,
             storage=self.storage,
             clock=self.clock,
             charger=charger or self.pci.charger,
+            heartbeats=self.heartbeats,
+            idempotency_secret=secret,
         )
         self.services = self.api.services
         self.intake = self.pci.intake

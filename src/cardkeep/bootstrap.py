@@ -37,13 +37,16 @@ from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
 from cardkeep.domain.errors import Unauthorized
 from cardkeep.domain.ids import IdFactory
+from cardkeep.keyfiles import load_or_create
 from cardkeep.service.context import Context, Policy
 from cardkeep.service.facade import Services
 from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.ports import Charger, Clock, Storage
 from cardkeep.storage import postgres, sqlite
+from cardkeep.web.idempotency import Seal
 
 SANDBOX_KEY_FILE = "sandbox-key.txt"
+IDEMPOTENCY_KEY_FILE = "idempotency.key"
 
 
 class SystemClock:
@@ -142,6 +145,17 @@ class ApiSide:
         self.owner.close()
 
 
+def _seal(settings: Settings, secret: bytes | None) -> Seal:
+    """The Idempotency-Key seal, keyed with a secret kept outside the database."""
+    if secret is None:
+        secret = load_or_create(
+            settings.data_dir / IDEMPOTENCY_KEY_FILE,
+            env_name="CARDKEEP_IDEMPOTENCY_KEY",
+            env_value=settings.idempotency_key,
+        )
+    return Seal(secret)
+
+
 def _check_vault_key(storage: Storage, vault: Vault) -> None:
     with storage.transaction(write=False) as uow:
         missing = vault_store.key_ids(uow) - {vault.key_id}
@@ -160,6 +174,7 @@ def build_pci(
     vault: Vault | None = None,
     acquirer: Acquirer | None = None,
     heartbeats: Heartbeats | None = None,
+    idempotency_secret: bytes | None = None,
 ) -> PciSide:
     owner = _Owner()
     if storage is None:
@@ -178,7 +193,7 @@ def build_pci(
     charger = VaultCharger(storage, vault, acquirer)
     services = _services(settings, storage, clock or SystemClock(), charger, heartbeats)
     intake = CardIntake(services.setup_intents, vault, acquirer, services.ctx.ids)
-    app = create_pci_app(services, intake)
+    app = create_pci_app(services, intake, _seal(settings, idempotency_secret))
     return PciSide(app, services, storage, vault, acquirer, charger, intake, owner)
 
 
@@ -189,6 +204,7 @@ def build_api(
     clock: Clock | None = None,
     charger: Charger | None = None,
     heartbeats: Heartbeats | None = None,
+    idempotency_secret: bytes | None = None,
 ) -> ApiSide:
     """The API listener. ``charger`` is how it reaches the cardholder-data side; without one it
     builds the PCI side's charger in this process (until the processes are split)."""
@@ -199,13 +215,18 @@ def build_api(
     if charger is None:
         try:
             charger = build_pci(
-                settings, storage=storage, clock=clock, heartbeats=heartbeats
+                settings,
+                storage=storage,
+                clock=clock,
+                heartbeats=heartbeats,
+                idempotency_secret=idempotency_secret,
             ).charger
         except BaseException:
             owner.close()
             raise
     services = _services(settings, storage, clock or SystemClock(), charger, heartbeats)
-    return ApiSide(create_api_app(services), services, storage, owner)
+    app = create_api_app(services, _seal(settings, idempotency_secret))
+    return ApiSide(app, services, storage, owner)
 
 
 @dataclass

@@ -50,6 +50,7 @@ class Settings:
     currencies: frozenset[str] = frozenset({"GBP", "EUR"})
     card_schemes: tuple[str, ...] = DEFAULT_SCHEMES
     vault_key: str | None = field(default=None, repr=False)
+    idempotency_key: str | None = field(default=None, repr=False)
     allow_prod_on_sandbox_acquirer: bool = False
     sweep_interval: float = 5.0
     recovery_after: float = 30.0
@@ -66,7 +67,8 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{k}={'***' if k == 'vault_key' and v else v!r}" for k, v in self.__dict__.items()
+            f"{k}={'***' if k in ('vault_key', 'idempotency_key') and v else v!r}"
+            for k, v in self.__dict__.items()
         )
         return f"Settings({shown})"
 
@@ -111,6 +113,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         changes["card_schemes"] = tuple(schemes)
     if env.get("CARDKEEP_VAULT_KEY"):
         changes["vault_key"] = env["CARDKEEP_VAULT_KEY"]
+    if env.get("CARDKEEP_IDEMPOTENCY_KEY"):
+        changes["idempotency_key"] = env["CARDKEEP_IDEMPOTENCY_KEY"]
     if env.get("CARDKEEP_ALLOW_PROD_ON_SANDBOX_ACQUIRER", "").lower() in ("1", "true", "yes"):
         changes["allow_prod_on_sandbox_acquirer"] = True
     numbers = (

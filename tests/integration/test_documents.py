@@ -49,11 +49,12 @@ def _setup_intent(nt: str | None) -> object:
 
 
 def test_golden_setup_intents_of_every_version_decode() -> None:
-    v1 = (GOLDEN / "setup_intent_v1.json").read_bytes()
-    assert v1.startswith(b'{"v":1,')
-    assert codec.decode_si(v1) == _setup_intent(NT)
+    v2 = (GOLDEN / "setup_intent_v2.json").read_bytes()
+    assert v2.startswith(b'{"v":2,')
+    assert codec.decode_si(v2) == _setup_intent(NT)
+    assert codec.encode(_setup_intent(NT)) + b"\n" == v2  # the current shape is version 2's
+    assert codec.decode_si((GOLDEN / "setup_intent_v1.json").read_bytes()) == _setup_intent(NT)
     assert codec.decode_si((GOLDEN / "setup_intent_v0.json").read_bytes()) == _setup_intent(None)
-    assert codec.encode(_setup_intent(NT)) + b"\n" == v1  # the current shape is version 1's
 
 
 def test_golden_payment_intents_of_every_version_decode() -> None:
@@ -69,9 +70,11 @@ def test_golden_payment_intents_of_every_version_decode() -> None:
         extras={"itemLines": []},
         description="x",
     )
-    raw = (GOLDEN / "payment_intent_v1.json").read_bytes()
-    assert codec.decode_pi(raw) == v1
-    assert codec.encode(v1) + b"\n" == raw
+    assert codec.decode_pi((GOLDEN / "payment_intent_v1.json").read_bytes()) == v1
+    v2 = replace(v1, attempt_request="0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+    raw = (GOLDEN / "payment_intent_v2.json").read_bytes()
+    assert codec.decode_pi(raw) == v2
+    assert codec.encode(v2) + b"\n" == raw  # the current shape is version 2's
     old = codec.decode_pi((GOLDEN / "payment_intent_v0.json").read_bytes())
     assert old.status is PI.CREATED
     assert old.charge_attempts == 0
@@ -105,7 +108,7 @@ def test_a_database_from_before_the_timestamp_migration_keeps_its_instants(tmp_p
         "('evt_1', 'acc_1', 'setup_intent.created', '2026-11-24T12:00:00.500000Z', x'7b7d')"
     )
     conn.close()
-    assert sqlite.migrate(path) == [4]
+    assert sqlite.migrate(path) == [m.version for m in load("sqlite")[3:]]
     store = sqlite.SqliteStorage(path)
     try:
         with store.transaction(write=False) as uow:

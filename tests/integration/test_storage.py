@@ -26,6 +26,7 @@ from cardkeep.domain.setup_intent import Status as SI
 from cardkeep.service.ports import Storage
 from cardkeep.storage import postgres, sqlite
 from cardkeep.storage.memory import MemoryStorage
+from cardkeep.storage.migrations import load as load_migrations
 from tests.factories import T0, make_pi, make_si
 from tests.postgres import empty
 
@@ -215,7 +216,7 @@ def test_a_write_that_collides_is_a_conflict_and_changes_nothing(storage: Storag
 
 def test_sqlite_pragmas_and_migrations_are_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
-    assert sqlite.migrate(path) == [1, 2, 3, 4]
+    assert sqlite.migrate(path) == [m.version for m in load_migrations("sqlite")]
     assert sqlite.migrate(path) == []
     assert path.stat().st_mode & 0o777 == 0o600
     store = sqlite.SqliteStorage(path)
@@ -282,7 +283,7 @@ def test_postgres_migrations_are_idempotent_and_refuse_an_unmigrated_database() 
     with throwaway_database("mig") as url:
         with pytest.raises(RuntimeError, match="cardkeep migrate"):
             postgres.PostgresStorage(url)
-        assert postgres.migrate(url) == [1]
+        assert postgres.migrate(url) == [m.version for m in load_migrations("postgres")]
         assert postgres.migrate(url) == []
         store = postgres.PostgresStorage(url)
         store.ping()
@@ -296,7 +297,8 @@ def test_postgres_migrations_started_together_apply_once() -> None:
 
     with throwaway_database("mig") as url, ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: postgres.migrate(url), range(4)))
-    assert sorted(results) == [[], [], [], [1]]
+    everything = [m.version for m in load_migrations("postgres")]
+    assert sorted(results) == [[], [], [], everything]
 
 
 def test_an_id_no_engine_can_store_names_nothing(storage: Storage) -> None:

@@ -242,7 +242,13 @@ def test_a_card_the_loaded_key_cannot_open_fails_the_charge_and_releases_it(worl
     pi_id = world.pi(si_id)
     other_vault = Vault(VaultKey("k2", os.urandom(32)))
     charger = VaultCharger(world.storage, other_vault, world.acquirer)
-    api = build_api(world.settings, storage=world.storage, clock=world.clock, charger=charger)
+    api = build_api(
+        world.settings,
+        storage=world.storage,
+        clock=world.clock,
+        charger=charger,
+        idempotency_secret=os.urandom(32),
+    )
     answer = api.services.payment_intents.charge(world.account, pi_id)
     assert answer.status == "Failed"
     assert "cannot be read" in answer.message

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp
 from cardkeep.api.routes import payment_intents, sandbox, setup_intents
 from cardkeep.service.facade import Services
 from cardkeep.web.common import assemble, health_route
+from cardkeep.web.idempotency import IdempotencyStep, Seal
 from cardkeep.web.pipeline import Edge
 from cardkeep.web.problems import not_implemented
 
@@ -37,8 +38,9 @@ NOT_YET = [
 ]
 
 
-def create_api_app(services: Services) -> ASGIApp:
-    edge = Edge(services.accounts.authenticate, rejects_card_data=True)
+def create_api_app(services: Services, seal: Seal) -> ASGIApp:
+    idempotency = IdempotencyStep(services.idempotency, seal)
+    edge = Edge(services.accounts.authenticate, rejects_card_data=True, around=idempotency)
     routes: list[BaseRoute] = [health_route(services)]
     routes += [Route(path, not_implemented(name), methods=ALL_METHODS) for path, name in NOT_YET]
     routes += setup_intents.routes(edge, services)

@@ -18,12 +18,14 @@ from cardkeep.web import requests, responses
 from cardkeep.web.body import repeated_keys
 from cardkeep.web.common import assemble, health_route
 from cardkeep.web.fields import Errors, add
+from cardkeep.web.idempotency import IdempotencyStep, Seal
 from cardkeep.web.pipeline import Call, Edge
 from cardkeep.web.problems import not_implemented
 
 
-def create_pci_app(services: Services, intake: CardIntake) -> ASGIApp:
-    edge = Edge(services.accounts.authenticate, rejects_card_data=False)
+def create_pci_app(services: Services, intake: CardIntake, seal: Seal) -> ASGIApp:
+    idempotency = IdempotencyStep(services.idempotency, seal)
+    edge = Edge(services.accounts.authenticate, rejects_card_data=False, around=idempotency)
     schemes = services.card_schemes
     accepted = frozenset(schemes)
 

@@ -13,6 +13,8 @@ DomainError
 ├── SetupIntentNotUsable      setup_intent_not_usable
 ├── NotMerchantInitiated      not_merchant_initiated
 ├── ChargeInProgress          charge_in_progress
+├── IdempotencyInProgress     idempotency_in_progress
+├── IdempotencyKeyMismatch    idempotency_key_mismatch
 ├── Conflict                  conflict (a write collided with a stored record)
 ├── SandboxOnly               sandbox_only
 ├── Unauthorized              unauthorized
@@ -47,6 +49,8 @@ class Code(StrEnum):
     NOT_IMPLEMENTED = "not_implemented"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     CHARGE_IN_PROGRESS = "charge_in_progress"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+    IDEMPOTENCY_KEY_MISMATCH = "idempotency_key_mismatch"
     CONFLICT = "conflict"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
@@ -102,6 +106,14 @@ class ChargeInProgress(DomainError):
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class IdempotencyInProgress(DomainError):
+    """The first request with this Idempotency-Key is still running."""
+
+
+class IdempotencyKeyMismatch(DomainError):
+    """This Idempotency-Key was used with a different request."""
 
 
 class Conflict(DomainError):

@@ -77,6 +77,8 @@ class PaymentIntent:
     charge_attempts: int = 0
     # While a charge is claimed: the ``Unknown`` entry reads show until it is settled.
     pending_attempt: AuthAttempt | None = None
+    # Which request (a token of its Idempotency-Key) claimed the current or last attempt.
+    attempt_request: str | None = None
 
     @property
     def public_status(self) -> Status:

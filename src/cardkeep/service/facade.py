@@ -8,6 +8,7 @@ from cardkeep.service.accounts import Accounts
 from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context
 from cardkeep.service.heartbeat import Heartbeats
+from cardkeep.service.idempotency import Idempotency
 from cardkeep.service.payment_intents import PaymentIntents
 from cardkeep.service.setup_intents import SetupIntents
 from cardkeep.service.sweeper import Sweeper
@@ -23,6 +24,7 @@ class Services:
     card_schemes: tuple[str, ...]
     # The background loops of this process, for /health (shared by both listeners).
     heartbeats: Heartbeats
+    idempotency: Idempotency
 
     @classmethod
     def build(
@@ -31,6 +33,7 @@ class Services:
         changes = Changes(ctx.storage, ctx.event_id)
         sis = SetupIntents(ctx, changes)
         pis = PaymentIntents(ctx, changes)
-        sweeper = Sweeper(ctx, sis, pis)
+        idempotency = Idempotency(ctx.storage, ctx.clock)
+        sweeper = Sweeper(ctx, sis, pis, idempotency)
         beats = heartbeats or Heartbeats(ctx.clock)
-        return cls(ctx, Accounts(ctx), sis, pis, sweeper, card_schemes, beats)
+        return cls(ctx, Accounts(ctx), sis, pis, sweeper, card_schemes, beats, idempotency)

@@ -106,14 +106,19 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         )
 
     def claim(
-        self, uow: UnitOfWork, account: Account, pi_id: str
+        self, uow: UnitOfWork, account: Account, pi_id: str, request: str | None = None
     ) -> Claimed[ChargeClaim] | ChargeAnswer:
+        """``request`` names the retried request (a token of its Idempotency-Key): a retry of
+        the request whose attempt is settled gets that attempt's answer, never a new attempt."""
         now = self._ctx.now(account)
         changes = self._changes
         pi = uow.payment_intents.get(account.id, pi_id)
         if pi is None:
             raise NotFound(f"No payment intent with id {pi_id}.")
         pi = changes.check_due(pi, now)
+        retried = request is not None and pi.attempt_request == request
+        if retried and pi.status is not PI.CHARGING and pi.payment_events:
+            return answer_from(pi)  # the answer the first run of this request would have given
         policy, real_now = self._ctx.policy, self._ctx.clock.now()
         claim = pim.charge_claim(pi, wait=policy.recovery_wait(pi.claimed_at, real_now))
         assert pi.setup_intent_id is not None
@@ -134,7 +139,9 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         pending = AuthAttempt(
             self._ctx.ids.uuid4(), now, AttemptType.UNKNOWN, UNKNOWN_OUTCOME, None, si.card
         )
-        claimed = pim.transition(pi, claim, now, claimed_at=real_now, pending_attempt=pending)
+        claimed = pim.transition(
+            pi, claim, now, claimed_at=real_now, pending_attempt=pending, attempt_request=request
+        )
         changes.save(uow, pi, claimed)
         changes.save(uow, si, sim.transition(si, hold, now))
         return Claimed(ChargeClaim(account, pi.id, self.request(account, claimed, si)))
@@ -309,12 +316,13 @@ class PaymentIntents:
 
     # -- charge -------------------------------------------------------------------------------
 
-    def charge(self, account: Account, pi_id: str) -> ChargeAnswer:
+    def charge(self, account: Account, pi_id: str, request: str | None = None) -> ChargeAnswer:
+        """Charge the payment intent; ``request`` names the request by its Idempotency-Key."""
         return money_movement.move(
             self._changes,
             self._ctx.storage,
             self._charge,
-            lambda uow: self._charge.claim(uow, account, pi_id),
+            lambda uow: self._charge.claim(uow, account, pi_id, request),
         )
 
     def recover(self) -> int:

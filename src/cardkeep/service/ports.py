@@ -88,6 +88,55 @@ class CardVault(Protocol):
     def forget(self, token: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A final answer kept for replay; ``body`` is sealed (encrypted) by the web layer."""
+
+    status: int
+    media_type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    fingerprint: str
+    done: bool
+    leased_until: datetime | None
+    created_at: datetime
+    response: StoredResponse | None
+
+
+class IdempotencyRepo(Protocol):
+    """Idempotency-Key records by (scope, key): a keyed fingerprint, never the request itself."""
+
+    def claim(
+        self, scope: str, key: str, fingerprint: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        """Write a running record unless one exists; True if this call wrote it."""
+        ...
+
+    def get(self, scope: str, key: str) -> IdempotencyRecord | None: ...
+
+    def take_over(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: datetime,
+        lease_until: datetime,
+        expired_before: datetime,
+    ) -> bool:
+        """Restart a record whose lease ran out (same fingerprint) or that is past retention
+        (created before ``expired_before``); True if this call did."""
+        ...
+
+    def complete(
+        self, scope: str, key: str, fingerprint: str, response: StoredResponse
+    ) -> None: ...
+    def release(self, scope: str, key: str, fingerprint: str) -> None: ...
+    def prune(self, created_before: datetime) -> int: ...
+
+
 class Outbox(Protocol):
     def record(self, event: DomainEvent) -> None: ...
 
@@ -103,6 +152,8 @@ class UnitOfWork(Protocol):
     def vault(self) -> CardVault: ...
     @property
     def outbox(self) -> Outbox: ...
+    @property
+    def idempotency(self) -> IdempotencyRepo: ...
 
     def commit(self) -> None: ...
 

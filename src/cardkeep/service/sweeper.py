@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from cardkeep.domain.account import Account
 from cardkeep.domain.errors import DomainError
 from cardkeep.service.context import Context
+from cardkeep.service.idempotency import Idempotency
 from cardkeep.service.payment_intents import PaymentIntents
 from cardkeep.service.setup_intents import SetupIntents
 
@@ -25,10 +26,13 @@ class SweepReport:
 
 
 class Sweeper:
-    def __init__(self, ctx: Context, sis: SetupIntents, pis: PaymentIntents) -> None:
+    def __init__(
+        self, ctx: Context, sis: SetupIntents, pis: PaymentIntents, idempotency: Idempotency
+    ) -> None:
         self._ctx = ctx
         self._sis = sis
         self._pis = pis
+        self._idempotency = idempotency
 
     def run_once(self) -> SweepReport:
         """Sweep the accounts whose sweep lease has expired, each on its own: one account that
@@ -52,6 +56,7 @@ class Sweeper:
                 continue
             n_si += swept_si
             n_pi += swept_pi
+        self._idempotency.prune()  # Idempotency-Key records older than their 24 hours
         return SweepReport(n_si, n_pi, self._pis.recover(), tuple(failed))
 
     def _sweep(self, account: Account) -> tuple[int, int]:

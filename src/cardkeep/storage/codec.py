@@ -1,6 +1,7 @@
 """How records are stored: JSON documents with a schema version, and the one timestamp encoding.
 
-- Documents (``doc`` columns) are ``{"v": <version>, "record": {...}}``; a document written before
+- Documents (``doc`` columns) are ``{"v": <version>, "record": {...}}`` (version 2 added a payment
+  intent's ``attempt_request``; every version decodes); a document written before
   versions existed (a bare record) reads as version 0, which has the same fields. A committed
   golden document of each version is decoded by a test, so a change of shape cannot go unnoticed.
 - Every stored instant is an integer count of microseconds since the epoch, UTC (``micros``,
@@ -19,7 +20,7 @@ from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.timefmt import iso
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _VERSIONED = b'{"v"'
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

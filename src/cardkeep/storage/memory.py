@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from cardkeep.domain.account import Account
@@ -19,6 +19,7 @@ from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
+from cardkeep.service.ports import IdempotencyRecord, StoredResponse
 
 # token, account id, key id, nonce, ciphertext, created at: opaque to storage.
 VaultRow = tuple[str, str, str, bytes, bytes, datetime]
@@ -35,6 +36,7 @@ class _Tables:
     vault: dict[str, VaultRow] = field(default_factory=dict)
     sandbox_ledger: dict[str, LedgerRow] = field(default_factory=dict)
     leases: dict[str, datetime] = field(default_factory=dict)  # "sweep:<acc>", "recover:<pi>"
+    idempotency: dict[tuple[str, str], IdempotencyRecord] = field(default_factory=dict)
     outbox: list[DomainEvent] = field(default_factory=list)
 
     def copy(self) -> _Tables:
@@ -46,6 +48,7 @@ class _Tables:
             dict(self.vault),
             dict(self.sandbox_ledger),
             dict(self.leases),
+            dict(self.idempotency),
             list(self.outbox),
         )
 
@@ -83,6 +86,7 @@ class MemoryUnitOfWork:
         self.payment_intents = _PaymentIntents(tables)
         self.vault = _Vault(tables)
         self.sandbox_ledger = _SandboxLedger(tables)
+        self.idempotency = _Idempotency(tables)
         self.outbox = _Outbox(tables)
 
     def commit(self) -> None:
@@ -254,6 +258,67 @@ class _SandboxLedger:
 
     def get(self, key: str) -> LedgerRow | None:
         return self._t.sandbox_ledger.get(key)
+
+
+class _Idempotency:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def claim(
+        self, scope: str, key: str, fingerprint: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        if (scope, key) in self._t.idempotency:
+            return False
+        self._t.idempotency[scope, key] = IdempotencyRecord(
+            fingerprint, False, lease_until, now, None
+        )
+        return True
+
+    def get(self, scope: str, key: str) -> IdempotencyRecord | None:
+        return self._t.idempotency.get((scope, key))
+
+    def take_over(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: datetime,
+        lease_until: datetime,
+        expired_before: datetime,
+    ) -> bool:
+        found = self._t.idempotency.get((scope, key))
+        if found is None:
+            return False
+        lapsed = (
+            not found.done
+            and found.fingerprint == fingerprint
+            and found.leased_until is not None
+            and found.leased_until <= now
+        )
+        if not lapsed and found.created_at > expired_before:
+            return False
+        self._t.idempotency[scope, key] = IdempotencyRecord(
+            fingerprint, False, lease_until, now, None
+        )
+        return True
+
+    def complete(self, scope: str, key: str, fingerprint: str, response: StoredResponse) -> None:
+        found = self._t.idempotency.get((scope, key))
+        if found is not None and found.fingerprint == fingerprint and not found.done:
+            self._t.idempotency[scope, key] = replace(
+                found, done=True, leased_until=None, response=response
+            )
+
+    def release(self, scope: str, key: str, fingerprint: str) -> None:
+        found = self._t.idempotency.get((scope, key))
+        if found is not None and found.fingerprint == fingerprint and not found.done:
+            del self._t.idempotency[scope, key]
+
+    def prune(self, created_before: datetime) -> int:
+        old = [k for k, r in self._t.idempotency.items() if r.created_at < created_before]
+        for k in old:
+            del self._t.idempotency[k]
+        return len(old)
 
 
 class _Outbox:

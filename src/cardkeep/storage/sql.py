@@ -20,6 +20,7 @@ from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
+from cardkeep.service.ports import IdempotencyRecord, StoredResponse
 from cardkeep.storage import codec
 from cardkeep.storage.codec import from_micros, micros
 
@@ -59,6 +60,7 @@ class SqlUnitOfWork:
         self.vault = Vault(db)
         self.outbox = Outbox(db)
         self.sandbox_ledger = SandboxLedger(db)
+        self.idempotency = Idempotency(db)
 
     def commit(self) -> None:
         self._commit()
@@ -346,3 +348,94 @@ class Outbox:
                 codec.event_payload(event),
             ),
         )
+
+
+RUNNING, DONE = "running", "done"
+
+
+class Idempotency:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def claim(
+        self, scope: str, key: str, fingerprint: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        row = self._db.execute(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, state, leased_until_us,"
+            " created_at_us) VALUES (?,?,?,?,?,?) ON CONFLICT (scope, key) DO NOTHING"
+            " RETURNING scope",
+            (scope, key, fingerprint, RUNNING, micros(lease_until), micros(now)),
+        ).fetchone()
+        return row is not None
+
+    def get(self, scope: str, key: str) -> IdempotencyRecord | None:
+        row = self._db.execute(
+            "SELECT fingerprint, state, leased_until_us, created_at_us, status, media_type, body"
+            " FROM idempotency_keys WHERE scope = ? AND key = ?",
+            (scope, key),
+        ).fetchone()
+        if row is None:
+            return None
+        done = row[1] == DONE
+        response = StoredResponse(int(row[4]), row[5], bytes(row[6])) if done else None
+        leased = from_micros(row[2]) if row[2] is not None else None
+        return IdempotencyRecord(row[0], done, leased, from_micros(row[3]), response)
+
+    def take_over(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: datetime,
+        lease_until: datetime,
+        expired_before: datetime,
+    ) -> bool:
+        row = self._db.execute(
+            "UPDATE idempotency_keys SET fingerprint = ?, state = ?, leased_until_us = ?,"
+            " status = NULL, media_type = NULL, body = NULL, created_at_us = ?"
+            " WHERE scope = ? AND key = ? AND ((state = ? AND fingerprint = ?"
+            " AND leased_until_us <= ?) OR created_at_us <= ?) RETURNING scope",
+            (
+                fingerprint,
+                RUNNING,
+                micros(lease_until),
+                micros(now),
+                scope,
+                key,
+                RUNNING,
+                fingerprint,
+                micros(now),
+                micros(expired_before),
+            ),
+        ).fetchone()
+        return row is not None
+
+    def complete(self, scope: str, key: str, fingerprint: str, response: StoredResponse) -> None:
+        self._db.execute(
+            "UPDATE idempotency_keys SET state = ?, status = ?, media_type = ?, body = ?,"
+            " leased_until_us = NULL WHERE scope = ? AND key = ? AND fingerprint = ? AND state = ?",
+            (
+                DONE,
+                response.status,
+                response.media_type,
+                response.body,
+                scope,
+                key,
+                fingerprint,
+                RUNNING,
+            ),
+        )
+
+    def release(self, scope: str, key: str, fingerprint: str) -> None:
+        self._db.execute(
+            "DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND fingerprint = ?"
+            " AND state = ?",
+            (scope, key, fingerprint, RUNNING),
+        )
+
+    def prune(self, created_before: datetime) -> int:
+        rows = self._db.execute(
+            "DELETE FROM idempotency_keys WHERE created_at_us < ? RETURNING scope",
+            (micros(created_before),),
+        ).fetchall()
+        return len(rows)

@@ -21,6 +21,8 @@ from cardkeep.domain.errors import (
     Code,
     Conflict,
     DomainError,
+    IdempotencyInProgress,
+    IdempotencyKeyMismatch,
     IllegalTransition,
     InvalidState,
     NotFound,
@@ -82,6 +84,8 @@ TABLE: dict[type[Exception], tuple[int, Code]] = {
     MethodNotAllowed: (405, C.METHOD_NOT_ALLOWED),
     ChargeInProgress: (409, C.CHARGE_IN_PROGRESS),
     Conflict: (409, C.CONFLICT),
+    IdempotencyInProgress: (409, C.IDEMPOTENCY_IN_PROGRESS),
+    IdempotencyKeyMismatch: (422, C.IDEMPOTENCY_KEY_MISMATCH),
     PayloadTooLarge: (413, C.PAYLOAD_TOO_LARGE),
     Unavailable: (503, C.SERVICE_UNAVAILABLE),
     Busy: (503, C.SERVICE_UNAVAILABLE),
@@ -105,6 +109,8 @@ TITLES: dict[Code, str] = {
     C.METHOD_NOT_ALLOWED: "Method Not Allowed",
     C.CHARGE_IN_PROGRESS: "A charge is in progress.",
     C.CONFLICT: "Conflict",
+    C.IDEMPOTENCY_IN_PROGRESS: "A request with this Idempotency-Key is in progress.",
+    C.IDEMPOTENCY_KEY_MISMATCH: "The Idempotency-Key was used with a different request.",
     C.PAYLOAD_TOO_LARGE: "Payload Too Large",
     C.SERVICE_UNAVAILABLE: "Service Unavailable",
     C.INTERNAL_ERROR: "Internal Server Error",
@@ -138,5 +144,7 @@ def from_exception(exc: Exception) -> Problem:
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable | ChargeInProgress):
         headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, IdempotencyInProgress):
+        headers["Retry-After"] = "1"
     errors = exc.errors if isinstance(exc, ValidationFailed) else None
     return Problem(status, code, exc.detail, errors=errors, headers=headers)

@@ -10,6 +10,7 @@ A new concern (``Idempotency-Key``) is one more step.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -44,6 +45,8 @@ class Call:
     account: Account | None = None
     body: Any = None
     raw_body: bytes = b""
+    # Set by the Idempotency-Key step: names the request's key to the use cases.
+    idempotency_token: str | None = None
 
     def param(self, name: str) -> str:
         return str(self.request.path_params[name])
@@ -58,8 +61,17 @@ class Call:
     def ok(self, data: Any) -> Response:
         return json_response(data, release=self.release)
 
+    def scope_for_idempotency(self) -> str:
+        """Whose Idempotency-Keys these are: the account, or (client session secret routes) a
+        hash of the credential."""
+        if self.account is not None:
+            return self.account.id
+        digest = hashlib.sha256((self.credential or "").encode("utf-8")).hexdigest()
+        return f"public:{digest[:32]}"
+
 
 Handler = Callable[[Call], Awaitable[Response]]
+Around = Callable[[Call, Callable[[], Awaitable[Response]]], Awaitable[Response]]
 
 
 class Step(Protocol):
@@ -121,9 +133,16 @@ async def refuse_pans_in_text(call: Call) -> None:
 class Edge:
     """Builds the routes of one listener, each running its steps, then its handler."""
 
-    def __init__(self, authenticate: Callable[[str], Account], *, rejects_card_data: bool) -> None:
+    def __init__(
+        self,
+        authenticate: Callable[[str], Account],
+        *,
+        rejects_card_data: bool,
+        around: Around | None = None,
+    ) -> None:
         self._authenticate = Authenticate(authenticate)
         self._rejects_card_data = rejects_card_data
+        self._around = around
 
     def steps(self, *, auth: AuthMode, version: bool) -> list[Step]:
         steps: list[Step] = [check_path_ids]
@@ -147,26 +166,35 @@ class Edge:
         version: bool = True,
     ) -> Route:
         """One route per path, dispatching by method, so a 405's Allow header lists them all."""
-        return Route(
-            path, pipeline(self.steps(auth=auth, version=version), handlers), methods=list(handlers)
-        )
+        steps = self.steps(auth=auth, version=version)
+        return Route(path, pipeline(steps, handlers, self._around), methods=list(handlers))
 
 
 def pipeline(
-    steps: Sequence[Step], handlers: dict[str, Handler]
+    steps: Sequence[Step], handlers: dict[str, Handler], around: Around | None = None
 ) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint: the steps in order, then the handler — wrapped by ``around`` (the
+    Idempotency-Key step), which sees the final answer, ProblemDetails included."""
+
     async def endpoint(request: Request) -> Response:
         call = Call(request, trace_id_of(request))
+
+        async def handle() -> Response:
+            try:
+                # Starlette adds HEAD wherever GET is served.
+                handler = handlers.get(request.method) or handlers["GET"]
+                return await handler(call)
+            except Exception as exc:
+                return problem_for(exc, call.trace_id, request)
+
         try:
             for step in steps:
                 await step(call)
-            # Starlette adds HEAD wherever GET is served.
-            handler = handlers.get(request.method) or handlers["GET"]
-            return await handler(call)
+            response = await (around(call, handle) if around is not None else handle())
         except Exception as exc:
             response = problem_for(exc, call.trace_id, request)
-            if call.release is not None:
-                response.headers["version"] = call.release
-            return response
+        if call.release is not None:
+            response.headers["version"] = call.release
+        return response
 
     return endpoint

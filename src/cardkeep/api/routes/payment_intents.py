@@ -40,7 +40,7 @@ def routes(edge: Edge, services: Services) -> list[Route]:
         return call.ok(responses.payment_intent_json(pi, schemes))
 
     async def charge(call: Call) -> Response:
-        answer = await call.run(pis.charge, call.account, call.param("pi"))
+        answer = await call.run(pis.charge, call.account, call.param("pi"), call.idempotency_token)
         return call.ok(responses.charge_json(answer))
 
     return [

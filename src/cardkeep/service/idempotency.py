@@ -1,0 +1,94 @@
+"""Idempotency-Key (CONTRACT §6): at most one run of a request per key, and the same answer after.
+
+``begin`` writes a running record with a lease (real time) before the request runs, or says why the
+request must not run: its stored answer is replayed, the key was used for another request, or the
+first request with the key is still running. ``complete`` keeps a final answer (200-499 but 409
+and 429); ``release`` forgets the key after anything else (5xx, 409, 429), so a retry runs again. A
+lease left by a process that crashed runs out and the retry takes over. Records are kept 24 hours
+(real time) and pruned by the sweeper. The record holds a keyed fingerprint of the request and a
+sealed answer, both made by the web layer: never card data or a usable secret in clear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from cardkeep.service.ports import Clock, Storage, StoredResponse
+
+RETENTION = timedelta(hours=24)
+LEASE = timedelta(seconds=60)
+
+
+class Begin(StrEnum):
+    RUN = "run"  # a new key (or a lapsed one): run the request
+    REPLAY = "replay"  # the stored answer of the same request
+    MISMATCH = "mismatch"  # the key was used for a different request
+    IN_PROGRESS = "in_progress"  # the first request with this key is still running
+
+
+@dataclass(frozen=True)
+class Started:
+    outcome: Begin
+    response: StoredResponse | None = None
+
+
+def keeps(status: int) -> bool:
+    """Whether a final answer with this status is kept for replay."""
+    return 200 <= status < 500 and status not in (409, 429)
+
+
+class Idempotency:
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Clock,
+        *,
+        lease: timedelta = LEASE,
+        retention: timedelta = RETENTION,
+    ) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._lease = lease
+        self._retention = retention
+
+    def begin(self, scope: str, key: str, fingerprint: str) -> Started:
+        now = self._clock.now()
+        with self._storage.transaction(write=True) as uow:
+            repo = uow.idempotency
+            if repo.claim(scope, key, fingerprint, now, now + self._lease):
+                uow.commit()
+                return Started(Begin.RUN)
+            found = repo.get(scope, key)
+            expired = now - self._retention
+            if found is None or found.created_at <= expired:  # pruned meanwhile, or past retention
+                if repo.take_over(scope, key, fingerprint, now, now + self._lease, expired):
+                    uow.commit()
+                    return Started(Begin.RUN)
+                return Started(Begin.IN_PROGRESS)
+            if found.fingerprint != fingerprint:
+                return Started(Begin.MISMATCH)
+            if found.done:
+                return Started(Begin.REPLAY, found.response)
+            if found.leased_until is not None and found.leased_until > now:
+                return Started(Begin.IN_PROGRESS)
+            if repo.take_over(scope, key, fingerprint, now, now + self._lease, expired):
+                uow.commit()  # the first request's process died: this one runs instead
+                return Started(Begin.RUN)
+            return Started(Begin.IN_PROGRESS)
+
+    def finish(self, scope: str, key: str, fingerprint: str, response: StoredResponse) -> None:
+        """Keep the final answer, or forget the key when the answer is not one to replay."""
+        with self._storage.transaction(write=True) as uow:
+            if keeps(response.status):
+                uow.idempotency.complete(scope, key, fingerprint, response)
+            else:
+                uow.idempotency.release(scope, key, fingerprint)
+            uow.commit()
+
+    def prune(self) -> int:
+        with self._storage.transaction(write=True) as uow:
+            pruned = uow.idempotency.prune(self._clock.now() - self._retention)
+            uow.commit()
+        return pruned
