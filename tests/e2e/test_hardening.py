@@ -428,3 +428,19 @@ def test_an_acquirer_timeout_not_shorter_than_the_recovery_delay_is_refused(tmp_
     )
     assert r.returncode == 2
     assert "CARDKEEP_ACQUIRER_TIMEOUT must be shorter than CARDKEEP_RECOVERY_AFTER" in r.stderr
+
+
+def test_a_sandbox_test_settles_an_unknown_charge_by_moving_its_clock(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    env = {"CARDKEEP_RECOVERY_AFTER": "600", "CARDKEEP_ACQUIRER_TIMEOUT": "0.5"}
+    with run_server(tmp_path, env=env, database_url=database_url) as server:
+        merchant = Merchant(server, server.create_account())
+        si = merchant.authorized_si()
+        pi = merchant.create_pi(si["id"], value=1099).json()
+        assert merchant.charge(pi["id"]).status_code == 503
+        time.sleep(1)  # a sweep or two: the 10-minute delay has not passed
+        assert merchant.api.get(f"/payment-intents/{pi['id']}").json()["status"] == "Created"
+        assert merchant.advance(601).status_code == 200  # the test moves the account clock
+        _wait_for(merchant, pi["id"], "Captured")
+        merchant.close()

@@ -145,8 +145,12 @@ def test_due_and_charging_queries(storage: Storage) -> None:
         assert uow.payment_intents.due(ACCOUNT.id, T0 + timedelta(days=30), 10) == ["pi_2"]
     with storage.transaction(write=True) as uow:
         later = T0 + timedelta(seconds=60)
+        none_due = uow.payment_intents.lease_stuck_charges(
+            lambda pi: False, later, later + timedelta(seconds=30), 10
+        )
+        assert none_due == []
         got = uow.payment_intents.lease_stuck_charges(
-            later, later, later + timedelta(seconds=30), 10
+            lambda pi: True, later, later + timedelta(seconds=30), 10
         )
         assert [p.id for p in got] == ["pi_1"]
         uow.commit()
@@ -165,7 +169,8 @@ def test_leases_give_each_item_to_one_taker_until_they_expire(storage: Storage) 
             accounts = [
                 a.id for a in uow.accounts.lease_for_sweep(now, now + timedelta(seconds=5), 10)
             ]
-            charges = [p.id for p in uow.payment_intents.lease_stuck_charges(now, now, until, 10)]
+            stuck = uow.payment_intents.lease_stuck_charges(lambda pi: True, now, until, 10)
+            charges = [p.id for p in stuck]
             uow.commit()
         return accounts, charges
 

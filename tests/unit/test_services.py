@@ -257,17 +257,28 @@ def test_a_card_the_loaded_key_cannot_open_fails_the_charge_and_releases_it(worl
     assert world.acquirer.times_sent(key(pi_id)) == 0
 
 
-def test_recovery_waits_in_real_time_not_on_the_account_clock() -> None:
-    world = World(recovery_after=30)
+def test_the_sandbox_clock_brings_recovery_forward_but_never_before_the_call_timeout() -> None:
+    world = World(recovery_after=30)  # the acquirer call's hard timeout: 10 s
     si_id = world.authorized()
     pi_id = world.pi(si_id, 1099)
     with pytest.raises(Unavailable):
         world.services.payment_intents.charge(world.account, pi_id)
     world.services.accounts.advance_clock(world.account, 86_400)  # the sandbox clock jumps a day
-    assert world.services.payment_intents.recover() == 0
-    world.clock.now_value += timedelta(seconds=31)  # real time passes
+    assert world.services.payment_intents.recover() == 0  # the first call may still be in flight
+    world.clock.now_value += timedelta(seconds=11)  # past the timeout, long before 30 s
     assert world.services.payment_intents.recover() == 1
     assert world.storage.tables.payment_intents[pi_id].status is PI.CAPTURED
+
+
+def test_without_a_clock_move_recovery_waits_the_whole_delay() -> None:
+    world = World(recovery_after=30)
+    pi_id = world.pi(world.authorized(), 1099)
+    with pytest.raises(Unavailable):
+        world.services.payment_intents.charge(world.account, pi_id)
+    world.clock.now_value += timedelta(seconds=29)
+    assert world.services.payment_intents.recover() == 0
+    world.clock.now_value += timedelta(seconds=31)  # 60 s of real time
+    assert world.services.payment_intents.recover() == 1
 
 
 def test_accounts_names_listing_and_the_sandbox_clock(world: World) -> None:

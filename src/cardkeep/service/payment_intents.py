@@ -325,6 +325,19 @@ class PaymentIntents:
             lambda uow: self._charge.claim(uow, account, pi_id, request),
         )
 
+    def _recovery_due(self, pi: PaymentIntent, account: Account | None, now: datetime) -> bool:
+        """Recovery asks about a claim once ``recovery_after`` has passed on the account clock (a
+        sandbox test moves it forward), and never before the acquirer call's hard timeout has
+        passed in real time (the first call may still be in flight until then)."""
+        policy = self._ctx.policy
+        if pi.claimed_at is None:
+            return True  # a claim from before claim times were kept: long past any timeout
+        if now - pi.claimed_at < policy.acquirer_timeout:
+            return False
+        if account is None or pi.pending_attempt is None:
+            return now - pi.claimed_at >= policy.recovery_after
+        return account.now(now) - pi.pending_attempt.at >= policy.recovery_after
+
     def recover(self) -> int:
         """Re-send claims whose outcome is unknown with the same key, and settle them.
 
@@ -337,11 +350,13 @@ class PaymentIntents:
         now = ctx.clock.now()
         claims: list[ChargeClaim] = []
         with ctx.storage.transaction(write=True) as uow:
+            accounts = {a.id: a for a in uow.accounts.list()}
+
+            def due(pi: PaymentIntent) -> bool:
+                return self._recovery_due(pi, accounts.get(pi.account_id), now)
+
             stuck = uow.payment_intents.lease_stuck_charges(
-                now - ctx.policy.recovery_after,
-                now,
-                now + ctx.policy.recovery_after,
-                ctx.policy.sweep_batch,
+                due, now, now + ctx.policy.recovery_after, ctx.policy.sweep_batch
             )
             uow.commit()
         with ctx.storage.transaction(write=False) as uow:

@@ -7,6 +7,7 @@ are vault tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,9 +72,13 @@ class PaymentIntentRepo(Protocol):
         ...
 
     def lease_stuck_charges(
-        self, claimed_before: datetime, now: datetime, until: datetime, limit: int
+        self,
+        due: Callable[[PaymentIntent], bool],
+        now: datetime,
+        until: datetime,
+        limit: int,
     ) -> list[PaymentIntent]:
-        """Payment intents claimed for a charge before ``claimed_before`` and not settled, whose
+        """Payment intents claimed for a charge and not settled, ``due`` for recovery, whose
         recovery lease has expired at ``now``, leased to the caller until ``until`` (real time):
         each is re-sent by one worker per lease."""
         ...

@@ -7,7 +7,7 @@ of the tables that replaces the original only on commit, so a rolled-back change
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -211,7 +211,11 @@ class _PaymentIntents:
         return out[:limit]
 
     def lease_stuck_charges(
-        self, claimed_before: datetime, now: datetime, until: datetime, limit: int
+        self,
+        due: Callable[[PaymentIntent], bool],
+        now: datetime,
+        until: datetime,
+        limit: int,
     ) -> list[PaymentIntent]:
         leased: list[PaymentIntent] = []
         for pi in self._t.payment_intents.values():
@@ -219,7 +223,7 @@ class _PaymentIntents:
                 break
             if pi.status is not PIStatus.CHARGING:
                 continue
-            if pi.claimed_at is not None and pi.claimed_at > claimed_before:
+            if not due(pi):
                 continue
             if _take(self._t.leases, f"recover:{pi.id}", now, until):
                 leased.append(pi)

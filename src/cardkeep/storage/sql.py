@@ -10,7 +10,7 @@ engine modules (``sqlite``, ``postgres``), never to this one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -241,7 +241,11 @@ class PaymentIntents:
         return [row[0] for row in rows]
 
     def lease_stuck_charges(
-        self, claimed_before: datetime, now: datetime, until: datetime, limit: int
+        self,
+        due: Callable[[PaymentIntent], bool],
+        now: datetime,
+        until: datetime,
+        limit: int,
     ) -> list[PaymentIntent]:
         free = "status = ? AND (recovery_leased_until_us IS NULL OR recovery_leased_until_us <= ?)"
         candidates = [
@@ -253,7 +257,7 @@ class PaymentIntents:
         ]
         leased = []
         for pi in candidates:
-            if pi.claimed_at is not None and pi.claimed_at > claimed_before:
+            if not due(pi):
                 continue  # young: the request that claimed it may still settle it
             row = self._db.execute(
                 f"UPDATE payment_intents SET recovery_leased_until_us = ? WHERE id = ? AND {free}"  # noqa: S608
