@@ -78,9 +78,16 @@ class Server:
 
     def create_account(self, name: str = "merchant", mode: str = "sandbox") -> str:
         """A new account's secret key (through the service, on the server's own database)."""
+        return self.create_accounts(1, name, mode)[0]
+
+    def create_accounts(
+        self, count: int, name: str = "merchant", mode: str = "sandbox"
+    ) -> list[str]:
+        """``count`` new accounts' secret keys, in one go."""
         with Runtime.open(self.settings) as runtime:
-            _, key = runtime.services.accounts.create(name, Mode(mode))
-        return key
+            accounts = runtime.services.accounts
+            names = [name] if count == 1 else [f"{name}-{i}" for i in range(count)]
+            return [accounts.create(each, Mode(mode))[1] for each in names]
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the server's database, behind its back (``?`` placeholders),

@@ -22,7 +22,8 @@ DomainError
 │   ├── ClientSecretUsed      client_session_secret_used
 │   └── ClientSecretExpired   client_session_secret_expired
 └── Unavailable               service_unavailable (busy storage, unknown acquirer outcome)
-    └── Busy                  contention the use case may retry
+    ├── Busy                  contention the use case may retry
+    └── RowLocked             a row another transaction is claiming
 """
 
 from __future__ import annotations
@@ -144,6 +145,11 @@ class Unavailable(DomainError):
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class RowLocked(Unavailable):
+    """Another transaction holds the row this one would wait for (it is claiming it): the caller
+    answers at once instead of waiting (a concurrent charge is in progress)."""
 
 
 class Busy(Unavailable):

@@ -21,7 +21,14 @@ from cardkeep.domain import payment_intent as pim
 from cardkeep.domain import setup_intent as sim
 from cardkeep.domain.account import Account
 from cardkeep.domain.attempts import AttemptType, AuthAttempt
-from cardkeep.domain.errors import NotFound, SetupIntentNotUsable, Unavailable, ValidationFailed
+from cardkeep.domain.errors import (
+    ChargeInProgress,
+    NotFound,
+    RowLocked,
+    SetupIntentNotUsable,
+    Unavailable,
+    ValidationFailed,
+)
 from cardkeep.domain.ids import Prefix
 from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import PaymentIntent
@@ -112,7 +119,7 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         the request whose attempt is settled gets that attempt's answer, never a new attempt."""
         now = self._ctx.now(account)
         changes = self._changes
-        pi = uow.payment_intents.get(account.id, pi_id)
+        pi = uow.payment_intents.get_for_claim(account.id, pi_id)
         if pi is None:
             raise NotFound(f"No payment intent with id {pi_id}.")
         pi = changes.check_due(pi, now)
@@ -318,12 +325,19 @@ class PaymentIntents:
 
     def charge(self, account: Account, pi_id: str, request: str | None = None) -> ChargeAnswer:
         """Charge the payment intent; ``request`` names the request by its Idempotency-Key."""
-        return money_movement.move(
-            self._changes,
-            self._ctx.storage,
-            self._charge,
-            lambda uow: self._charge.claim(uow, account, pi_id, request),
-        )
+        self._refuse_early(account, pi_id, request)
+        try:
+            return money_movement.move(
+                self._changes,
+                self._ctx.storage,
+                self._charge,
+                lambda uow: self._charge.claim(uow, account, pi_id, request),
+            )
+        except RowLocked as exc:  # another request is claiming it right now
+            wait = self._ctx.policy.recovery_wait(None, self._ctx.clock.now())
+            raise ChargeInProgress(
+                "A charge of this payment intent is in progress; retry.", wait
+            ) from exc
 
     def _recovery_due(self, pi: PaymentIntent, account: Account | None, now: datetime) -> bool:
         """Recovery asks about a claim once ``recovery_after`` has passed on the account clock (a
@@ -337,6 +351,23 @@ class PaymentIntents:
         if account is None or pi.pending_attempt is None:
             return now - pi.claimed_at >= policy.recovery_after
         return account.now(now) - pi.pending_attempt.at >= policy.recovery_after
+
+    def _refuse_early(self, account: Account, pi_id: str, request: str | None) -> None:
+        """A charge that the rules refuse as things stand is refused from a read, without
+        taking a write lock (a crowd of retries of a charge in flight costs little). Whatever
+        this lets through is decided again by the claim, under its conditional writes."""
+        with self._ctx.storage.transaction(write=False) as uow:
+            pi = uow.payment_intents.get(account.id, pi_id)
+            si = uow.setup_intents.get(account.id, pi.setup_intent_id or "") if pi else None
+        if pi is None or (request is not None and pi.attempt_request == request):
+            return  # not found, or a retried request: the claim answers
+        now = self._ctx.now(account)
+        if pim.due_event(pi, now) is not None:
+            return  # the claim commits the expiry first
+        wait = self._ctx.policy.recovery_wait(pi.claimed_at, self._ctx.clock.now())
+        pim.charge_claim(pi, wait=wait)
+        if si is not None and si.status is SI.CHARGE_HELD:
+            sim.charge_hold(si, wait=self._ctx.policy.recovery_wait(None, self._ctx.clock.now()))
 
     def recover(self) -> int:
         """Re-send claims whose outcome is unknown with the same key, and settle them.

@@ -195,6 +195,9 @@ class _PaymentIntents:
         pi = self._t.payment_intents.get(pi_id)
         return pi if pi is not None and pi.account_id == account_id else None
 
+    def get_for_claim(self, account_id: str, pi_id: str) -> PaymentIntent | None:
+        return self.get(account_id, pi_id)  # write transactions are serialised by one lock
+
     def update(self, pi: PaymentIntent, *, expected: PIStatus) -> bool:
         current = self.get(pi.account_id, pi.id)
         if current is None or current.status is not expected:

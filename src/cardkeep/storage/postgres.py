@@ -24,7 +24,7 @@ import psycopg
 from psycopg import errors as pg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cardkeep.domain.errors import Busy, Conflict, Unavailable
+from cardkeep.domain.errors import Busy, Conflict, RowLocked, Unavailable
 from cardkeep.storage.migrations import load as load_migrations
 from cardkeep.storage.sql import SqlUnitOfWork
 
@@ -55,6 +55,7 @@ class _Db:
     """The driver seam over one psycopg connection."""
 
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    lock_nowait = " FOR UPDATE NOWAIT"
     _rewritten: dict[str, str] = {}
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
@@ -70,6 +71,8 @@ class _Db:
 def _translate(exc: psycopg.Error) -> Exception:
     if isinstance(exc, pg.IntegrityError):
         return Conflict("The change conflicts with a record already stored.")
+    if isinstance(exc, pg.LockNotAvailable) and "could not obtain lock" in str(exc):
+        return RowLocked("Another transaction is claiming this row.")  # NOWAIT
     if isinstance(
         exc,
         pg.SerializationFailure | pg.DeadlockDetected | pg.LockNotAvailable | pg.QueryCanceled,

@@ -5,7 +5,9 @@ driver rewrites them), and ``Db.skip_locked`` is ``FOR UPDATE SKIP LOCKED`` on P
 on SQLite (whose write transactions are serialised anyway). Statuses are bound as parameters,
 never SQL literals; every instant is stored as integer microseconds (``codec.micros``); documents
 carry a schema version (``codec``). Connections, transactions, locking and retries belong to the
-engine modules (``sqlite``, ``postgres``), never to this one.
+engine modules (``sqlite``, ``postgres``), never to this one. ``Db.lock_nowait`` locks the row a
+claim reads (PostgreSQL: ``FOR UPDATE NOWAIT``, a concurrent claim fails at once instead of
+waiting for it).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Db(Protocol):
     """One connection inside one transaction, as the repositories see it."""
 
     skip_locked: str
+    lock_nowait: str
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
 
@@ -221,6 +224,16 @@ class PaymentIntents:
             return None
         row = self._db.execute(
             "SELECT doc FROM payment_intents WHERE id = ? AND account_id = ?", (pi_id, account_id)
+        ).fetchone()
+        return codec.decode_pi(row[0]) if row else None
+
+    def get_for_claim(self, account_id: str, pi_id: str) -> PaymentIntent | None:
+        if not _storable(pi_id):
+            return None
+        row = self._db.execute(
+            "SELECT doc FROM payment_intents WHERE id = ? AND account_id = ?"  # noqa: S608
+            f"{self._db.lock_nowait}",
+            (pi_id, account_id),
         ).fetchone()
         return codec.decode_pi(row[0]) if row else None
 

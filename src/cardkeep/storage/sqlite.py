@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from cardkeep.storage.sql import SqlUnitOfWork
 BUSY_TIMEOUT_MS = 2000
 LOCK_ATTEMPTS = 4
 POOL_SIZE = 16
+WRITER_WAIT = 5.0  # seconds a write transaction may wait for this process's other writers
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -108,6 +110,7 @@ class SqliteStorage:
         self._busy_timeout_ms = busy_timeout_ms
         self._lock_attempts = lock_attempts
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._writer = threading.Lock()
         self._closed = False
         if not path.exists():
             raise RuntimeError(f"there is no database at {path}: run `cardkeep migrate`")
@@ -144,6 +147,22 @@ class SqliteStorage:
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[SqlUnitOfWork]:
+        if not write:
+            with self._transaction(write=False) as uow:
+                yield uow
+            return
+        # Writers of this process queue here rather than in SQLite's busy handler, which sleeps
+        # in growing steps; other processes still meet at BEGIN IMMEDIATE.
+        if not self._writer.acquire(timeout=WRITER_WAIT):
+            raise Unavailable("The database is busy; retry shortly.")
+        try:
+            with self._transaction(write=True) as uow:
+                yield uow
+        finally:
+            self._writer.release()
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[SqlUnitOfWork]:
         conn = self._acquire()
         try:
             self._begin(conn, write)
@@ -183,6 +202,7 @@ class _Db:
     row locks are needed (a write transaction holds the database's write lock)."""
 
     skip_locked = ""
+    lock_nowait = ""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn

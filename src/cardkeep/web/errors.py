@@ -27,6 +27,7 @@ from cardkeep.domain.errors import (
     InvalidState,
     NotFound,
     NotMerchantInitiated,
+    RowLocked,
     SandboxOnly,
     SetupIntentNotUsable,
     Unauthorized,
@@ -89,6 +90,7 @@ TABLE: dict[type[Exception], tuple[int, Code]] = {
     PayloadTooLarge: (413, C.PAYLOAD_TOO_LARGE),
     Unavailable: (503, C.SERVICE_UNAVAILABLE),
     Busy: (503, C.SERVICE_UNAVAILABLE),
+    RowLocked: (503, C.SERVICE_UNAVAILABLE),
     Exception: (500, C.INTERNAL_ERROR),
 }
 
