@@ -11,7 +11,7 @@ LOCK_VENV := .venv-lock
 PIP_TOOLS ?= pip-tools==7.6.2
 LOCK_ARGS ?=
 
-.PHONY: install lock run test lint coverage bench clean
+.PHONY: install lock run test quick lint coverage bench clean
 
 # A new .venv with exactly the pinned, hash-checked set from the lock file (nothing left over
 # from an older lock), then cardkeep itself (editable, no deps). `pip check` fails the install
@@ -59,12 +59,18 @@ test: lint
 	@echo "coverage of everything the in-process suites reach: $$($(BIN)/coverage report --format=total) %"
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS) tests/e2e
 
+# Day-to-day: lint and every test not marked slow (the race, crash and outage suites are slow).
+quick: lint
+	$(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS) $(IN_PROCESS) tests/e2e
+
 # The full branch-coverage report of the in-process suites, file by file.
 coverage: $(STAMP)
 	$(BIN)/pytest -n 2 --cov --cov-report=term $(PYTEST_ARGS) $(IN_PROCESS)
 
+# BENCH_ARGS, e.g. --engines postgres --workers 2 --flows 1000 (see python -m tests.bench --help).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

@@ -1,8 +1,8 @@
 """``make bench``: the card-on-file flow under load against a real server on 127.0.0.1.
 
 Each flow is the core path: PCI create (card authorized, PAN sealed) → create payment intent →
-charge. Flows run with bounded concurrency, for 1 and 2 worker processes on one SQLite file;
-the run prints a Markdown table (flows/s and per-request latency percentiles) to paste into
+charge. Flows run with bounded concurrency, for 1 and 2 worker processes, on a SQLite file and
+on a throwaway PostgreSQL database of the local server (127.0.0.1:5432); the run prints a Markdown table (flows/s and per-request latency percentiles) to paste into
 docs/benchmarks.md. Load goes to loopback only and stops by itself.
 """
 
@@ -14,12 +14,15 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.harness import SI_FIELDS, VERSION, card, run_server
+from tests.e2e.harness import SI_FIELDS, VERSION, Server, card, run_server
+from tests.postgres import throwaway_database
 
 
 async def _flow(
@@ -79,30 +82,47 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
 
 
+@contextmanager
+def _server(engine: str, workers: int) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory() as tmp:
+        if engine == "sqlite":
+            with run_server(Path(tmp), workers=workers) as server:
+                yield server
+            return
+        with (
+            throwaway_database("bench") as url,
+            run_server(Path(tmp), workers=workers, database_url=url) as server,
+        ):
+            yield server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--flows", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--engines", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"]
+    )
     args = parser.parse_args()
     rows = []
-    for workers in args.workers:
-        with tempfile.TemporaryDirectory() as tmp, run_server(Path(tmp), workers=workers) as server:
-            key = server.create_account("bench")
-            rate, lat = asyncio.run(
-                _run(server.api_url, server.pci_url, key, args.flows, args.concurrency)
-            )
-            for name, values in lat.items():
-                rows.append(
-                    (workers, name, rate, _pct(values, 50), _pct(values, 95), _pct(values, 99))
+    for engine in args.engines:
+        for workers in args.workers:
+            with _server(engine, workers) as server:
+                key = server.create_account("bench")
+                rate, lat = asyncio.run(
+                    _run(server.api_url, server.pci_url, key, args.flows, args.concurrency)
                 )
+            for name, values in lat.items():
+                p50, p95, p99 = (_pct(values, q) for q in (50, 95, 99))
+                rows.append((engine, workers, name, rate, p50, p95, p99))
     print(
         f"\n{datetime.now(UTC):%Y-%m-%d} · {platform.machine()} · {platform.python_version()} · {args.flows} flows, concurrency {args.concurrency}\n"
     )
-    print("| workers | request | flows/s | p50 ms | p95 ms | p99 ms |")
-    print("|---|---|---|---|---|---|")
-    for workers, name, rate, p50, p95, p99 in rows:
-        print(f"| {workers} | {name} | {rate:.0f} | {p50:.1f} | {p95:.1f} | {p99:.1f} |")
+    print("| engine | workers | request | flows/s | p50 ms | p95 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for engine, workers, name, rate, p50, p95, p99 in rows:
+        print(f"| {engine} | {workers} | {name} | {rate:.0f} | {p50:.1f} | {p95:.1f} | {p99:.1f} |")
 
 
 if __name__ == "__main__":
