@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from cardkeep.storage.codec import micros
 from cardkeep.web.idempotency import Seal
@@ -23,6 +24,16 @@ def post(client: httpx.Client, path: str, key: str, body: object = None) -> http
 
 def _key() -> str:
     return f"k-{time.monotonic_ns()}"
+
+
+LISTENERS = ["api", "pci"]
+
+
+def _create(merchant: Merchant, listener: str) -> tuple[httpx.Client, dict[str, object]]:
+    """The client of a listener and a setup-intent create it accepts (with a card on PCI)."""
+    if listener == "api":
+        return merchant.api, dict(SI_FIELDS)
+    return merchant.pci, {**SI_FIELDS, "cardDetails": card(cv2=CVV)}
 
 
 def test_a_new_key_runs_and_the_same_request_replays_the_stored_answer(merchant: Merchant) -> None:
@@ -69,14 +80,17 @@ def test_a_4xx_answer_is_kept_and_replayed_too(merchant: Merchant) -> None:
     assert again.headers["content-type"].startswith("application/problem+json")
 
 
-def test_the_same_key_with_a_different_request_is_422(merchant: Merchant) -> None:
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_the_same_key_with_a_different_request_is_422(merchant: Merchant, listener: str) -> None:
+    client, body = _create(merchant, listener)
     key = _key()
-    assert post(merchant.api, "/setup-intents", key, SI_FIELDS).status_code == 200
-    other = post(merchant.api, "/setup-intents", key, {**SI_FIELDS, "reference": "other"})
+    assert post(client, "/setup-intents", key, body).status_code == 200
+    other = post(client, "/setup-intents", key, {**body, "reference": "other"})
     assert other.status_code == 422, other.text
     assert other.json()["code"] == "idempotency_key_mismatch"
-    elsewhere = post(merchant.api, "/payment-intents", key, {"amount": 1})
-    assert elsewhere.json()["code"] == "idempotency_key_mismatch"  # another path: another request
+    if listener == "api":
+        elsewhere = post(client, "/payment-intents", key, {"amount": 1})
+        assert elsewhere.json()["code"] == "idempotency_key_mismatch"  # another path
 
 
 def test_keys_belong_to_their_account(merchant: Merchant, other_merchant: Merchant) -> None:
@@ -94,19 +108,21 @@ def _seal(server: Server) -> Seal:
     return Seal(secret)
 
 
+@pytest.mark.parametrize("listener", LISTENERS)
 def test_a_running_request_holds_the_key_until_its_lease_runs_out(
-    merchant: Merchant, server: Server
+    merchant: Merchant, server: Server, listener: str
 ) -> None:
+    client, body = _create(merchant, listener)
     key = _key()
     account = server.sql("SELECT account_id FROM api_keys ORDER BY created_at_us DESC")[0][0]
-    fingerprint = _seal(server).fingerprint("POST", "/setup-intents", SI_FIELDS)
+    fingerprint = _seal(server).fingerprint("POST", "/setup-intents", body)
     now = datetime.now(UTC)
     server.sql(  # what a process that died while running the first request leaves
         "INSERT INTO idempotency_keys (scope, key, fingerprint, state, leased_until_us,"
         " created_at_us) VALUES (?, ?, ?, 'running', ?, ?)",
         (account, key, fingerprint, micros(now + timedelta(seconds=60)), micros(now)),
     )
-    held = post(merchant.api, "/setup-intents", key, SI_FIELDS)
+    held = post(client, "/setup-intents", key, body)
     assert held.status_code == 409, held.text
     assert held.json()["code"] == "idempotency_in_progress"
     assert held.headers["retry-after"] == "1"
@@ -114,10 +130,10 @@ def test_a_running_request_holds_the_key_until_its_lease_runs_out(
         "UPDATE idempotency_keys SET leased_until_us = ? WHERE key = ?",
         (micros(now - timedelta(seconds=1)), key),
     )
-    taken_over = post(merchant.api, "/setup-intents", key, SI_FIELDS)
+    taken_over = post(client, "/setup-intents", key, body)
     assert taken_over.status_code == 200, taken_over.text
     assert "idempotent-replayed" not in taken_over.headers
-    assert post(merchant.api, "/setup-intents", key, SI_FIELDS).headers["idempotent-replayed"]
+    assert post(client, "/setup-intents", key, body).headers["idempotent-replayed"]
 
 
 def test_a_charge_retried_after_an_unknown_outcome_gets_the_settled_answer_once(
