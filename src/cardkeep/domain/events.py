@@ -8,11 +8,13 @@ and only if its public status changed. Events carry ids and statuses only, never
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.domain.timefmt import iso
 
 SETUP_INTENT_CREATED = "setup_intent.created"
 SETUP_INTENT_STATUS_UPDATED = "setup_intent.status_updated"
@@ -29,6 +31,18 @@ class DomainEvent:
     account_id: str
     created_at: datetime
     data: dict[str, str]
+
+    def payload(self) -> bytes:
+        """The webhook body, byte for byte (CONTRACT §8.2): keys in the contract's order, no
+        whitespace; the same bytes on every attempt."""
+        doc = {
+            "id": self.id,
+            "event": self.event,
+            "accountId": self.account_id,
+            "createdAt": iso(self.created_at),
+            "data": self.data,
+        }
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def change_event(event_id: str, old: Intent | None, new: Intent) -> DomainEvent | None:

@@ -15,10 +15,8 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.setup_intent import SetupIntent
-from cardkeep.domain.timefmt import iso
 
 SCHEMA_VERSION = 2
 _VERSIONED = b'{"v"'
@@ -57,19 +55,6 @@ def decode_si(raw: bytes | str) -> SetupIntent:
 def decode_pi(raw: bytes | str) -> PaymentIntent:
     versioned, data = _versioned(raw)
     return _pi.decode(data).record if versioned else _pi_v0.decode(data)
-
-
-def event_payload(event: DomainEvent) -> bytes:
-    """The webhook body: keys in the contract's order, no whitespace."""
-    return _encoder.encode(
-        {
-            "id": event.id,
-            "event": event.event,
-            "accountId": event.account_id,
-            "createdAt": iso(event.created_at),
-            "data": event.data,
-        }
-    )
 
 
 def micros(ts: datetime) -> int:

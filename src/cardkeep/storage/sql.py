@@ -362,7 +362,7 @@ class Outbox:
                 event.account_id,
                 event.event,
                 micros(event.created_at),
-                codec.event_payload(event),
+                event.payload(),
             ),
         )
 
