@@ -15,15 +15,6 @@ from pathlib import Path
 import psycopg
 
 SERVER = os.environ.get("CARDKEEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-TABLES = (
-    "sandbox_ledger",
-    "outbox",
-    "vault_cards",
-    "payment_intents",
-    "setup_intents",
-    "api_keys",
-    "accounts",
-)
 
 
 def _admin() -> psycopg.Connection[tuple[object, ...]]:
@@ -50,9 +41,16 @@ def throwaway_database(label: str = "t") -> Iterator[str]:
 
 
 def empty(url: str) -> None:
-    """Delete every row of cardkeep's tables (the schema stays)."""
+    """Delete every row of cardkeep's tables (the schema and its migration record stay)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+        tables = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                " AND tablename <> 'schema_migrations'"
+            )
+        ]
+        conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
 
 
 class Cluster:

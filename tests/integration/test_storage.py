@@ -4,7 +4,6 @@ the same semantics (conditional writes, rollback, outbox with the change)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 
 from cardkeep.cde import vault_store
 from cardkeep.cde.vault import SealedCard
-from cardkeep.domain.account import Account, Mode
 from cardkeep.domain.card import CardOnFile, Expiry, Scheme
 from cardkeep.domain.errors import Conflict, Unavailable
 from cardkeep.domain.events import DomainEvent, change_event
@@ -28,9 +26,7 @@ from cardkeep.storage import postgres, sqlite
 from cardkeep.storage.memory import MemoryStorage
 from cardkeep.storage.migrations import load as load_migrations
 from tests.factories import T0, make_pi, make_si
-from tests.postgres import empty
-
-ACCOUNT = Account("acc_1", "one", Mode.SANDBOX, T0)
+from tests.integration.conftest import ACCOUNT
 
 
 def si(id_: str = "si_sandbox_1", status: SI = SI.CREATED, **changes: Any) -> SetupIntent:
@@ -41,26 +37,6 @@ def created_event(event_id: str, intent: SetupIntent) -> DomainEvent:
     event = change_event(event_id, None, intent)
     assert event is not None
     return event
-
-
-@pytest.fixture(params=["sqlite", "postgres", "memory"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    store: Storage
-    if request.param == "sqlite":
-        path = tmp_path / "db.sqlite"
-        sqlite.migrate(path)
-        store = sqlite.SqliteStorage(path)
-    elif request.param == "postgres":
-        url = request.getfixturevalue("pg_database")
-        empty(url)
-        store = postgres.PostgresStorage(url)
-    else:
-        store = MemoryStorage()
-    with store.transaction(write=True) as uow:
-        uow.accounts.add(ACCOUNT)
-        uow.commit()
-    yield store
-    store.close()
 
 
 def test_round_trip_keeps_every_field(storage: Storage) -> None:

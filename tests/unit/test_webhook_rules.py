@@ -102,3 +102,43 @@ def test_the_schedule_is_eight_attempts_over_about_27_6_hours() -> None:
     for bad_attempts, jitter in ((0, 0.0), (8, 0.0), (1, 1.5)):
         with pytest.raises(ValueError):
             wh.next_attempt_at(bad_attempts, NOW, jitter)
+
+
+def _delivery(
+    attempts: int = 0, status: wh.DeliveryStatus = wh.DeliveryStatus.PENDING
+) -> wh.Delivery:
+    return wh.Delivery(
+        "whd_1", "acc_1", "ws_1", "evt_1", "payment_intent.created", status, attempts, NOW, NOW
+    )
+
+
+def test_an_attempt_moves_a_delivery_along_the_schedule() -> None:
+    first = _delivery().attempted(
+        NOW, delivered=False, response_status=500, error="HTTP 500", jitter=0
+    )
+    assert (first.status, first.attempts, first.next_attempt_at) == (
+        wh.DeliveryStatus.PENDING,
+        1,
+        NOW + timedelta(seconds=5),
+    )
+    ok = _delivery(3).attempted(NOW, delivered=True, response_status=204, error=None, jitter=0)
+    assert (ok.status, ok.attempts, ok.next_attempt_at) == (wh.DeliveryStatus.DELIVERED, 4, None)
+    last = _delivery(7).attempted(
+        NOW, delivered=False, response_status=None, error="timeout", jitter=0
+    )
+    assert (last.status, last.attempts, last.next_attempt_at) == (wh.DeliveryStatus.FAILED, 8, None)
+    stored = _delivery(7).recorded(last)
+    assert (stored.status, stored.last_error, stored.last_attempt_at) == (
+        wh.DeliveryStatus.FAILED,
+        "timeout",
+        NOW,
+    )
+    again = stored.replayed(NOW + timedelta(days=1))
+    assert (again.status, again.attempts) == (wh.DeliveryStatus.PENDING, 8)
+    assert again.next_attempt_at == NOW + timedelta(days=1)
+    once_more = again.attempted(NOW, delivered=False, response_status=500, error="x", jitter=0)
+    assert once_more.status is wh.DeliveryStatus.FAILED  # a replay is one more attempt
+    with pytest.raises(IllegalTransition):
+        _delivery(1, wh.DeliveryStatus.DELIVERED).attempted(
+            NOW, delivered=True, response_status=200, error=None, jitter=0
+        )

@@ -16,6 +16,7 @@ DomainError
 ├── IdempotencyInProgress     idempotency_in_progress
 ├── IdempotencyKeyMismatch    idempotency_key_mismatch
 ├── Conflict                  conflict (a write collided with a stored record)
+├── UrlNotAllowed             url_not_allowed (a webhook URL the destination rules refuse)
 ├── SandboxOnly               sandbox_only
 ├── Unauthorized              unauthorized
 │   ├── ClientSecretInvalid   client_session_secret_invalid
@@ -53,6 +54,7 @@ class Code(StrEnum):
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     IDEMPOTENCY_KEY_MISMATCH = "idempotency_key_mismatch"
     CONFLICT = "conflict"
+    URL_NOT_ALLOWED = "url_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -119,6 +121,10 @@ class IdempotencyKeyMismatch(DomainError):
 
 class Conflict(DomainError):
     """A write collided with a record already stored (a duplicate id, a dangling reference)."""
+
+
+class UrlNotAllowed(DomainError):
+    """A webhook URL that the destination rules refuse (CONTRACT §8.1)."""
 
 
 class SandboxOnly(DomainError):

@@ -16,6 +16,8 @@ class Prefix(StrEnum):
     EVENT = "evt"
     ACCOUNT = "acc"
     VAULT_TOKEN = "vt"  # noqa: S105 - an id prefix, not a secret
+    SUBSCRIPTION = "ws"
+    WEBHOOK_SECRET = "sc"  # noqa: S105 - an id prefix, not a secret
 
 
 # Only setup and payment intents carry the mode in sandbox (``si_sandbox_…``).

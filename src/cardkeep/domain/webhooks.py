@@ -182,3 +182,69 @@ def next_attempt_at(attempts: int, failed_at: datetime, jitter: float) -> dateti
         raise ValueError("jitter must be within [-1, 1]")
     delay = RETRY_DELAYS[attempts - 1]
     return failed_at + delay * (1 + JITTER * jitter)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What one attempt made of a delivery, written back under the lease that made it."""
+
+    status: DeliveryStatus
+    attempts: int
+    at: datetime
+    next_attempt_at: datetime | None
+    response_status: int | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for one subscription. Times are on the account's clock."""
+
+    id: str
+    account_id: str
+    subscription_id: str
+    event_id: str
+    event: str
+    status: DeliveryStatus
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None = None
+    last_response_status: int | None = None
+    last_error: str | None = None
+
+    def attempted(
+        self,
+        at: datetime,
+        *,
+        delivered: bool,
+        response_status: int | None,
+        error: str | None,
+        jitter: float,
+    ) -> AttemptOutcome:
+        """The outcome of one more attempt made at ``at``: delivered, retried on the schedule,
+        or failed after the last one."""
+        attempts = self.attempts + 1
+        event = DeliveryEvent.SUCCEEDED if delivered else after_failure(attempts)
+        status = delivery_transition(self.status, event)
+        due = None
+        if event is DeliveryEvent.ATTEMPT_FAILED:
+            # A replayed delivery that had used up its attempts gets the last delay again.
+            due = next_attempt_at(min(attempts, MAX_ATTEMPTS - 1), at, jitter)
+        return AttemptOutcome(status, attempts, at, due, response_status, error)
+
+    def recorded(self, outcome: AttemptOutcome) -> Delivery:
+        return replace(
+            self,
+            status=outcome.status,
+            attempts=outcome.attempts,
+            last_attempt_at=outcome.at,
+            next_attempt_at=outcome.next_attempt_at,
+            last_response_status=outcome.response_status,
+            last_error=outcome.error,
+        )
+
+    def replayed(self, now: datetime) -> Delivery:
+        """Pending again, due at ``now``; a replayed delivery gets one more attempt."""
+        status = delivery_transition(self.status, DeliveryEvent.REPLAYED)
+        return replace(self, status=status, next_attempt_at=now)

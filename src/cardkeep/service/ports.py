@@ -22,6 +22,7 @@ from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
+from cardkeep.domain.webhooks import AttemptOutcome, Delivery, DeliveryStatus
 
 
 class Clock(Protocol):
@@ -148,7 +149,88 @@ class IdempotencyRepo(Protocol):
 
 
 class Outbox(Protocol):
-    def record(self, event: DomainEvent) -> None: ...
+    def record(self, event: DomainEvent) -> None:
+        """Store the event and, in the same transaction, one pending delivery for each of its
+        account's subscriptions to it (fan-out at commit), due at the event's time."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSecret:
+    """A webhook secret as stored: its value sealed under a key kept outside the database."""
+
+    id: str
+    sealed: bytes
+    created_at: datetime
+    is_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSubscription:
+    id: str
+    account_id: str
+    events: tuple[str, ...]
+    url: str
+    description: str | None
+    secrets: tuple[SealedSecret, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookSubscriptionRepo(Protocol):
+    def add(self, sub: StoredSubscription) -> None:
+        """Raises ``Conflict`` for a second subscription of the account to the same URL."""
+        ...
+
+    def list(self, account_id: str) -> list[StoredSubscription]: ...
+    def get(self, account_id: str, sub_id: str) -> StoredSubscription | None: ...
+    def find(self, sub_id: str) -> StoredSubscription | None: ...
+
+    def save(self, sub: StoredSubscription) -> None:
+        """Replace the stored fields and secrets of an existing subscription."""
+        ...
+
+    def delete(self, account_id: str, sub_id: str) -> bool:
+        """Delete it, its secrets and its pending deliveries; False if there was none."""
+        ...
+
+
+class DeliveryRepo(Protocol):
+    def lease_due(self, now: datetime, until: datetime, limit: int) -> list[Delivery]:
+        """Lease pending deliveries that are due on their account's clock (``now`` is real
+        time; the account's offset is added) and not leased at ``now``, until ``until``."""
+        ...
+
+    def get(self, account_id: str, delivery_id: str) -> Delivery | None: ...
+    def payload(self, event_id: str) -> bytes | None: ...
+
+    def finish(self, delivery_id: str, leased_until: datetime, outcome: AttemptOutcome) -> bool:
+        """Record an attempt if the lease that made it is still the delivery's (False: another
+        dispatcher has it now); the lease ends."""
+        ...
+
+    def replay(self, account_id: str, delivery_id: str, now: datetime) -> Delivery | None:
+        """Pending again and due at ``now`` (account clock), its attempts kept."""
+        ...
+
+    def page(
+        self,
+        account_id: str,
+        *,
+        status: DeliveryStatus | None,
+        subscription_id: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[Delivery]:
+        """Newest first by id order, after the ``after`` cursor (a delivery id)."""
+        ...
+
+    def failed_since(self, since: datetime) -> list[Delivery]: ...
+
+    def prune(self, created_before: datetime) -> int:
+        """Delete delivered deliveries, and events none of whose deliveries is still pending or
+        failed, created before ``created_before``; the number of rows deleted."""
+        ...
 
 
 class UnitOfWork(Protocol):
@@ -162,6 +244,10 @@ class UnitOfWork(Protocol):
     def vault(self) -> CardVault: ...
     @property
     def outbox(self) -> Outbox: ...
+    @property
+    def webhooks(self) -> WebhookSubscriptionRepo: ...
+    @property
+    def deliveries(self) -> DeliveryRepo: ...
     @property
     def idempotency(self) -> IdempotencyRepo: ...
 

@@ -19,7 +19,12 @@ from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
-from cardkeep.service.ports import IdempotencyRecord, StoredResponse
+from cardkeep.domain.webhooks import AttemptOutcome, Delivery, DeliveryStatus
+from cardkeep.service.ports import (
+    IdempotencyRecord,
+    StoredResponse,
+    StoredSubscription,
+)
 
 # token, account id, key id, nonce, ciphertext, created at: opaque to storage.
 VaultRow = tuple[str, str, str, bytes, bytes, datetime]
@@ -38,6 +43,9 @@ class _Tables:
     leases: dict[str, datetime] = field(default_factory=dict)  # "sweep:<acc>", "recover:<pi>"
     idempotency: dict[tuple[str, str], IdempotencyRecord] = field(default_factory=dict)
     outbox: list[DomainEvent] = field(default_factory=list)
+    subscriptions: dict[str, StoredSubscription] = field(default_factory=dict)
+    # delivery id -> (delivery, real-time lease end or None)
+    deliveries: dict[str, tuple[Delivery, datetime | None]] = field(default_factory=dict)
 
     def copy(self) -> _Tables:
         return _Tables(
@@ -50,6 +58,8 @@ class _Tables:
             dict(self.leases),
             dict(self.idempotency),
             list(self.outbox),
+            dict(self.subscriptions),
+            dict(self.deliveries),
         )
 
 
@@ -88,6 +98,8 @@ class MemoryUnitOfWork:
         self.sandbox_ledger = _SandboxLedger(tables)
         self.idempotency = _Idempotency(tables)
         self.outbox = _Outbox(tables)
+        self.webhooks = _WebhookSubscriptions(tables)
+        self.deliveries = _Deliveries(tables)
 
     def commit(self) -> None:
         if callable(self._on_commit):
@@ -334,3 +346,151 @@ class _Outbox:
 
     def record(self, event: DomainEvent) -> None:
         self._t.outbox.append(event)
+        for sub in self._t.subscriptions.values():
+            if sub.account_id == event.account_id and event.event in sub.events:
+                delivery = Delivery(
+                    id=f"whd_{event.id[4:]}_{sub.id[3:]}",
+                    account_id=sub.account_id,
+                    subscription_id=sub.id,
+                    event_id=event.id,
+                    event=event.event,
+                    status=DeliveryStatus.PENDING,
+                    attempts=0,
+                    created_at=event.created_at,
+                    next_attempt_at=event.created_at,
+                )
+                self._t.deliveries[delivery.id] = (delivery, None)
+
+
+class _WebhookSubscriptions:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def _check_url(self, sub: StoredSubscription) -> None:
+        for other in self._t.subscriptions.values():
+            same = other.account_id == sub.account_id and other.url == sub.url
+            if same and other.id != sub.id:
+                raise Conflict("A subscription to this URL exists already.")
+
+    def add(self, sub: StoredSubscription) -> None:
+        self._check_url(sub)
+        self._t.subscriptions[sub.id] = sub
+
+    def list(self, account_id: str) -> list[StoredSubscription]:
+        mine = [s for s in self._t.subscriptions.values() if s.account_id == account_id]
+        return sorted(mine, key=lambda s: (s.created_at, s.id))
+
+    def get(self, account_id: str, sub_id: str) -> StoredSubscription | None:
+        found = self._t.subscriptions.get(sub_id)
+        return found if found is not None and found.account_id == account_id else None
+
+    def find(self, sub_id: str) -> StoredSubscription | None:
+        return self._t.subscriptions.get(sub_id)
+
+    def save(self, sub: StoredSubscription) -> None:
+        self._check_url(sub)
+        if sub.id in self._t.subscriptions:
+            self._t.subscriptions[sub.id] = sub
+
+    def delete(self, account_id: str, sub_id: str) -> bool:
+        if self.get(account_id, sub_id) is None:
+            return False
+        del self._t.subscriptions[sub_id]
+        for key, (d, _) in list(self._t.deliveries.items()):
+            if d.subscription_id == sub_id and d.status is DeliveryStatus.PENDING:
+                del self._t.deliveries[key]
+        return True
+
+
+class _Deliveries:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def lease_due(self, now: datetime, until: datetime, limit: int) -> list[Delivery]:
+        due = []
+        for d, lease in self._t.deliveries.values():
+            account = self._t.accounts[d.account_id]
+            if (
+                d.status is DeliveryStatus.PENDING
+                and d.next_attempt_at is not None
+                and d.next_attempt_at <= account.now(now)
+                and (lease is None or lease <= now)
+            ):
+                due.append(d)
+        due.sort(key=lambda d: (d.next_attempt_at, d.id))
+        for d in due[:limit]:
+            self._t.deliveries[d.id] = (d, until)
+        return due[:limit]
+
+    def get(self, account_id: str, delivery_id: str) -> Delivery | None:
+        found = self._t.deliveries.get(delivery_id)
+        return found[0] if found is not None and found[0].account_id == account_id else None
+
+    def payload(self, event_id: str) -> bytes | None:
+        return next((e.payload() for e in self._t.outbox if e.id == event_id), None)
+
+    def finish(self, delivery_id: str, leased_until: datetime, outcome: AttemptOutcome) -> bool:
+        found = self._t.deliveries.get(delivery_id)
+        if found is None or found[1] != leased_until:
+            return False
+        self._t.deliveries[delivery_id] = (found[0].recorded(outcome), None)
+        return True
+
+    def replay(self, account_id: str, delivery_id: str, now: datetime) -> Delivery | None:
+        found = self.get(account_id, delivery_id)
+        if found is None:
+            return None
+        again = found.replayed(now)
+        self._t.deliveries[delivery_id] = (again, None)
+        return again
+
+    def page(
+        self,
+        account_id: str,
+        *,
+        status: DeliveryStatus | None,
+        subscription_id: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[Delivery]:
+        rows = sorted(
+            (d for d, _ in self._t.deliveries.values() if d.account_id == account_id),
+            key=lambda d: (d.created_at, d.id),
+            reverse=True,
+        )
+        if after is not None:
+            cursor = self.get(account_id, after)
+            if cursor is None:
+                return []
+            rows = [d for d in rows if (d.created_at, d.id) < (cursor.created_at, cursor.id)]
+        rows = [
+            d
+            for d in rows
+            if (status is None or d.status is status)
+            and (subscription_id is None or d.subscription_id == subscription_id)
+        ]
+        return rows[:limit]
+
+    def failed_since(self, since: datetime) -> list[Delivery]:
+        rows = [
+            d
+            for d, _ in self._t.deliveries.values()
+            if d.status is DeliveryStatus.FAILED
+            and d.last_attempt_at is not None
+            and d.last_attempt_at >= since
+        ]
+        return sorted(rows, key=lambda d: (d.created_at, d.id))
+
+    def prune(self, created_before: datetime) -> int:
+        gone = [
+            key
+            for key, (d, _) in self._t.deliveries.items()
+            if d.status is DeliveryStatus.DELIVERED and d.created_at < created_before
+        ]
+        for key in gone:
+            del self._t.deliveries[key]
+        referenced = {d.event_id for d, _ in self._t.deliveries.values()}
+        kept = [e for e in self._t.outbox if e.created_at >= created_before or e.id in referenced]
+        pruned = len(gone) + len(self._t.outbox) - len(kept)
+        self._t.outbox = kept
+        return pruned

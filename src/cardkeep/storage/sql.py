@@ -17,12 +17,19 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.errors import Conflict
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
-from cardkeep.service.ports import IdempotencyRecord, StoredResponse
+from cardkeep.domain.webhooks import AttemptOutcome, Delivery, DeliveryStatus
+from cardkeep.service.ports import (
+    IdempotencyRecord,
+    SealedSecret,
+    StoredResponse,
+    StoredSubscription,
+)
 from cardkeep.storage import codec
 from cardkeep.storage.codec import from_micros, micros
 
@@ -64,6 +71,8 @@ class SqlUnitOfWork:
         self.outbox = Outbox(db)
         self.sandbox_ledger = SandboxLedger(db)
         self.idempotency = Idempotency(db)
+        self.webhooks = WebhookSubscriptions(db)
+        self.deliveries = Deliveries(db)
 
     def commit(self) -> None:
         self._commit()
@@ -365,6 +374,22 @@ class Outbox:
                 event.payload(),
             ),
         )
+        self._db.execute(
+            "INSERT INTO webhook_deliveries (id, account_id, subscription_id, event_id, event,"
+            " status, attempts, next_attempt_at_us, created_at_us)"
+            " SELECT 'whd_' || substr(?, 5) || '_' || substr(s.id, 4), s.account_id, s.id, ?, ?,"
+            " ?, 0, ?, ? FROM webhook_subscriptions s WHERE s.account_id = ? AND s.events LIKE ?",
+            (
+                event.id,
+                event.id,
+                event.event,
+                DeliveryStatus.PENDING.value,
+                micros(event.created_at),
+                micros(event.created_at),
+                event.account_id,
+                f"%,{event.event},%",
+            ),
+        )
 
 
 RUNNING, DONE = "running", "done"
@@ -456,3 +481,269 @@ class Idempotency:
             (micros(created_before),),
         ).fetchall()
         return len(rows)
+
+
+def _events_text(events: Sequence[str]) -> str:
+    """Event names as stored: ``,a,b,``, so one ``LIKE '%,name,%'`` matches a name exactly."""
+    return "," + ",".join(events) + ","
+
+
+_SUB_COLS = "id, account_id, events, url, description, created_at_us, updated_at_us"
+
+
+class WebhookSubscriptions:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def add(self, sub: StoredSubscription) -> None:
+        taken = self._db.execute(
+            "SELECT 1 FROM webhook_subscriptions WHERE account_id = ? AND url = ?",
+            (sub.account_id, sub.url),
+        ).fetchone()
+        if taken:
+            raise Conflict("A subscription to this URL exists already.")
+        self._db.execute(
+            f"INSERT INTO webhook_subscriptions ({_SUB_COLS}) VALUES (?,?,?,?,?,?,?)",  # noqa: S608
+            (
+                sub.id,
+                sub.account_id,
+                _events_text(sub.events),
+                sub.url,
+                sub.description,
+                micros(sub.created_at),
+                micros(sub.updated_at),
+            ),
+        )
+        self._put_secrets(sub)
+
+    def _put_secrets(self, sub: StoredSubscription) -> None:
+        self._db.execute("DELETE FROM webhook_secrets WHERE subscription_id = ?", (sub.id,))
+        for secret in sub.secrets:
+            self._db.execute(
+                "INSERT INTO webhook_secrets (id, subscription_id, sealed, is_active,"
+                " created_at_us) VALUES (?,?,?,?,?)",
+                (
+                    secret.id,
+                    sub.id,
+                    secret.sealed,
+                    int(secret.is_active),
+                    micros(secret.created_at),
+                ),
+            )
+
+    def _load(self, rows: list[Any]) -> list[StoredSubscription]:
+        subs = []
+        for row in rows:
+            secrets = self._db.execute(
+                "SELECT id, sealed, created_at_us, is_active FROM webhook_secrets"
+                " WHERE subscription_id = ? ORDER BY created_at_us, id",
+                (row[0],),
+            ).fetchall()
+            subs.append(
+                StoredSubscription(
+                    id=row[0],
+                    account_id=row[1],
+                    events=tuple(e for e in str(row[2]).split(",") if e),
+                    url=row[3],
+                    description=row[4],
+                    secrets=tuple(
+                        SealedSecret(s[0], bytes(s[1]), from_micros(s[2]), bool(s[3]))
+                        for s in secrets
+                    ),
+                    created_at=from_micros(row[5]),
+                    updated_at=from_micros(row[6]),
+                )
+            )
+        return subs
+
+    def list(self, account_id: str) -> list[StoredSubscription]:
+        rows = self._db.execute(
+            f"SELECT {_SUB_COLS} FROM webhook_subscriptions WHERE account_id = ?"  # noqa: S608
+            " ORDER BY created_at_us, id",
+            (account_id,),
+        ).fetchall()
+        return self._load(rows)
+
+    def get(self, account_id: str, sub_id: str) -> StoredSubscription | None:
+        found = self.find(sub_id)
+        return found if found is not None and found.account_id == account_id else None
+
+    def find(self, sub_id: str) -> StoredSubscription | None:
+        if not _storable(sub_id):
+            return None
+        rows = self._db.execute(
+            f"SELECT {_SUB_COLS} FROM webhook_subscriptions WHERE id = ?",  # noqa: S608
+            (sub_id,),
+        ).fetchall()
+        found = self._load(rows)
+        return found[0] if found else None
+
+    def save(self, sub: StoredSubscription) -> None:
+        taken = self._db.execute(
+            "SELECT 1 FROM webhook_subscriptions WHERE account_id = ? AND url = ? AND id <> ?",
+            (sub.account_id, sub.url, sub.id),
+        ).fetchone()
+        if taken:
+            raise Conflict("A subscription to this URL exists already.")
+        self._db.execute(
+            "UPDATE webhook_subscriptions SET events = ?, url = ?, description = ?,"
+            " updated_at_us = ? WHERE id = ? AND account_id = ?",
+            (
+                _events_text(sub.events),
+                sub.url,
+                sub.description,
+                micros(sub.updated_at),
+                sub.id,
+                sub.account_id,
+            ),
+        )
+        self._put_secrets(sub)
+
+    def delete(self, account_id: str, sub_id: str) -> bool:
+        if self.get(account_id, sub_id) is None:
+            return False
+        self._db.execute(
+            "DELETE FROM webhook_deliveries WHERE subscription_id = ? AND status = ?",
+            (sub_id, DeliveryStatus.PENDING.value),
+        )
+        self._db.execute("DELETE FROM webhook_secrets WHERE subscription_id = ?", (sub_id,))
+        self._db.execute("DELETE FROM webhook_subscriptions WHERE id = ?", (sub_id,))
+        return True
+
+
+_DELIVERY_COLS = (
+    "id, account_id, subscription_id, event_id, event, status, attempts, created_at_us,"
+    " next_attempt_at_us, last_attempt_at_us, last_response_status, last_error"
+)
+
+
+def _maybe_time(us: int | None) -> datetime | None:
+    return None if us is None else from_micros(us)
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    return Delivery(
+        id=row[0],
+        account_id=row[1],
+        subscription_id=row[2],
+        event_id=row[3],
+        event=row[4],
+        status=DeliveryStatus(row[5]),
+        attempts=int(row[6]),
+        created_at=from_micros(row[7]),
+        next_attempt_at=_maybe_time(row[8]),
+        last_attempt_at=_maybe_time(row[9]),
+        last_response_status=row[10],
+        last_error=row[11],
+    )
+
+
+class Deliveries:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def lease_due(self, now: datetime, until: datetime, limit: int) -> list[Delivery]:
+        rows = self._db.execute(
+            "UPDATE webhook_deliveries SET leased_until_us = ? WHERE id IN ("  # noqa: S608
+            " SELECT d.id FROM webhook_deliveries d WHERE d.status = ?"
+            " AND d.next_attempt_at_us <= ? + (SELECT a.clock_offset_us FROM accounts a"
+            "  WHERE a.id = d.account_id)"
+            " AND (d.leased_until_us IS NULL OR d.leased_until_us <= ?)"
+            f" ORDER BY d.next_attempt_at_us LIMIT ?{self._db.skip_locked})"
+            f" RETURNING {_DELIVERY_COLS}",
+            (micros(until), DeliveryStatus.PENDING.value, micros(now), micros(now), limit),
+        ).fetchall()
+        return [_delivery(row) for row in rows]
+
+    def get(self, account_id: str, delivery_id: str) -> Delivery | None:
+        if not _storable(delivery_id):
+            return None
+        row = self._db.execute(
+            f"SELECT {_DELIVERY_COLS} FROM webhook_deliveries"  # noqa: S608
+            " WHERE id = ? AND account_id = ?",
+            (delivery_id, account_id),
+        ).fetchone()
+        return _delivery(row) if row else None
+
+    def payload(self, event_id: str) -> bytes | None:
+        row = self._db.execute("SELECT payload FROM outbox WHERE id = ?", (event_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def finish(self, delivery_id: str, leased_until: datetime, outcome: AttemptOutcome) -> bool:
+        row = self._db.execute(
+            "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_attempt_at_us = ?,"
+            " next_attempt_at_us = ?, last_response_status = ?, last_error = ?,"
+            " leased_until_us = NULL WHERE id = ? AND leased_until_us = ? RETURNING id",
+            (
+                outcome.status.value,
+                outcome.attempts,
+                micros(outcome.at),
+                None if outcome.next_attempt_at is None else micros(outcome.next_attempt_at),
+                outcome.response_status,
+                outcome.error,
+                delivery_id,
+                micros(leased_until),
+            ),
+        ).fetchone()
+        return row is not None
+
+    def replay(self, account_id: str, delivery_id: str, now: datetime) -> Delivery | None:
+        row = self._db.execute(
+            "UPDATE webhook_deliveries SET status = ?, next_attempt_at_us = ?,"  # noqa: S608
+            " leased_until_us = NULL WHERE id = ? AND account_id = ?"
+            f" RETURNING {_DELIVERY_COLS}",
+            (DeliveryStatus.PENDING.value, micros(now), delivery_id, account_id),
+        ).fetchone()
+        return _delivery(row) if row else None
+
+    def page(
+        self,
+        account_id: str,
+        *,
+        status: DeliveryStatus | None,
+        subscription_id: str | None,
+        after: str | None,
+        limit: int,
+    ) -> list[Delivery]:
+        where = ["d.account_id = ?"]
+        params: list[Any] = [account_id]
+        if status is not None:
+            where.append("d.status = ?")
+            params.append(status.value)
+        if subscription_id is not None:
+            where.append("d.subscription_id = ?")
+            params.append(subscription_id)
+        if after is not None:
+            where.append(
+                "EXISTS (SELECT 1 FROM webhook_deliveries c WHERE c.id = ? AND c.account_id = ?"
+                " AND (d.created_at_us < c.created_at_us"
+                "  OR (d.created_at_us = c.created_at_us AND d.id < c.id)))"
+            )
+            params += [after, account_id]
+        rows = self._db.execute(
+            f"SELECT {_DELIVERY_COLS} FROM webhook_deliveries d"  # noqa: S608
+            f" WHERE {' AND '.join(where)} ORDER BY d.created_at_us DESC, d.id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [_delivery(row) for row in rows]
+
+    def failed_since(self, since: datetime) -> list[Delivery]:
+        rows = self._db.execute(
+            f"SELECT {_DELIVERY_COLS} FROM webhook_deliveries"  # noqa: S608
+            " WHERE status = ? AND last_attempt_at_us >= ? ORDER BY created_at_us, id",
+            (DeliveryStatus.FAILED.value, micros(since)),
+        ).fetchall()
+        return [_delivery(row) for row in rows]
+
+    def prune(self, created_before: datetime) -> int:
+        before = micros(created_before)
+        gone = self._db.execute(
+            "DELETE FROM webhook_deliveries WHERE status = ? AND created_at_us < ? RETURNING id",
+            (DeliveryStatus.DELIVERED.value, before),
+        ).fetchall()
+        events = self._db.execute(
+            "DELETE FROM outbox WHERE created_at_us < ? AND NOT EXISTS"
+            " (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = outbox.id) RETURNING id",
+            (before,),
+        ).fetchall()
+        return len(gone) + len(events)

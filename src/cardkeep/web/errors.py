@@ -32,6 +32,7 @@ from cardkeep.domain.errors import (
     SetupIntentNotUsable,
     Unauthorized,
     Unavailable,
+    UrlNotAllowed,
     ValidationFailed,
 )
 
@@ -78,6 +79,7 @@ TABLE: dict[type[Exception], tuple[int, Code]] = {
     ClientSecretInvalid: (401, C.CLIENT_SESSION_SECRET_INVALID),
     ClientSecretUsed: (401, C.CLIENT_SESSION_SECRET_USED),
     ClientSecretExpired: (401, C.CLIENT_SESSION_SECRET_EXPIRED),
+    UrlNotAllowed: (400, C.URL_NOT_ALLOWED),
     SandboxOnly: (403, C.SANDBOX_ONLY),
     NotFound: (404, C.NOT_FOUND),
     NoSuchEndpoint: (404, C.NOT_FOUND),
@@ -111,6 +113,7 @@ TITLES: dict[Code, str] = {
     C.METHOD_NOT_ALLOWED: "Method Not Allowed",
     C.CHARGE_IN_PROGRESS: "A charge is in progress.",
     C.CONFLICT: "Conflict",
+    C.URL_NOT_ALLOWED: "The webhook URL is not allowed.",
     C.IDEMPOTENCY_IN_PROGRESS: "A request with this Idempotency-Key is in progress.",
     C.IDEMPOTENCY_KEY_MISMATCH: "The Idempotency-Key was used with a different request.",
     C.PAYLOAD_TOO_LARGE: "Payload Too Large",
