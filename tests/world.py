@@ -18,7 +18,7 @@ import structlog
 from starlette.types import ASGIApp
 
 from cardkeep import logs
-from cardkeep.bootstrap import build_api, build_pci
+from cardkeep.bootstrap import WebhookSeams, build_api, build_pci
 from cardkeep.cde.acquirers.base import Acquirer
 from cardkeep.cde.acquirers.ledger import StorageLedger
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
@@ -122,6 +122,8 @@ class World:
         self.acquirer = acquirer or SandboxAcquirer(StorageLedger(self.storage, self.clock))
         self.vault = Vault(VaultKey("k1", os.urandom(32)))
         secret = os.urandom(32)  # the Idempotency-Key seal's, kept outside any database
+        self.webhook_seams = WebhookSeams(secret=os.urandom(32), resolver=self.resolve)
+        self.dns: dict[str, list[str]] = {"localhost": ["127.0.0.1"]}
         self.heartbeats = Heartbeats(self.clock)
         self.pci = build_pci(
             self.settings,
@@ -131,6 +133,7 @@ class World:
             acquirer=self.acquirer,
             heartbeats=self.heartbeats,
             idempotency_secret=secret,
+            webhooks=self.webhook_seams,
         )
         self.api = build_api(
             self.settings,
@@ -139,10 +142,17 @@ class World:
             charger=charger or self.pci.charger,
             heartbeats=self.heartbeats,
             idempotency_secret=secret,
+            webhooks=self.webhook_seams,
         )
         self.services = self.api.services
         self.intake = self.pci.intake
         self.account, self.key = self.services.accounts.create("m", Mode.SANDBOX)
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        """The webhook resolver seam: names resolve only to what a test put in ``dns``."""
+        if host not in self.dns:
+            raise OSError(f"{host} is not in the test's DNS")
+        return self.dns[host]
 
     # -- use cases, in process -----------------------------------------------------------------
 

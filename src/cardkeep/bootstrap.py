@@ -44,9 +44,18 @@ from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.ports import Charger, Clock, Storage
 from cardkeep.storage import postgres, sqlite
 from cardkeep.web.idempotency import Seal
+from cardkeep.webhooks.destinations import (
+    DestinationRules,
+    Resolver,
+    allow_list,
+    system_resolver,
+)
+from cardkeep.webhooks.dispatcher import Dispatcher
+from cardkeep.webhooks.secretbox import AesSecretBox
 
 SANDBOX_KEY_FILE = "sandbox-key.txt"
 IDEMPOTENCY_KEY_FILE = "idempotency.key"
+WEBHOOK_KEY_FILE = "webhook.key"
 
 
 class SystemClock:
@@ -93,15 +102,65 @@ def _policy(settings: Settings) -> Policy:
     )
 
 
+def webhook_box(settings: Settings, key: bytes | None = None) -> AesSecretBox:
+    """The seal of webhook secrets, keyed with a secret kept outside the database."""
+    if key is None:
+        key = load_or_create(
+            settings.data_dir / WEBHOOK_KEY_FILE,
+            env_name="CARDKEEP_WEBHOOK_KEY",
+            env_value=settings.webhook_key,
+        )
+    return AesSecretBox(key)
+
+
+def destination_rules(settings: Settings, resolver: Resolver | None = None) -> DestinationRules:
+    allow = allow_list(",".join(settings.webhook_allow))
+    return DestinationRules(resolver or system_resolver, allow)
+
+
 def _services(
     settings: Settings,
     storage: Storage,
     clock: Clock,
     charger: Charger,
     heartbeats: Heartbeats | None,
+    webhooks: WebhookSeams,
 ) -> Services:
     ctx = Context(storage, clock, IdFactory(os.urandom), charger, _policy(settings))
-    return Services.build(ctx, settings.card_schemes, heartbeats)
+    return Services.build(
+        ctx,
+        settings.card_schemes,
+        webhook_box(settings, webhooks.secret),
+        destination_rules(settings, webhooks.resolver),
+        heartbeats,
+    )
+
+
+@dataclass(frozen=True)
+class WebhookSeams:
+    """What tests pass instead of the disk and the network: the key that seals webhook
+    secrets, and the resolver of webhook hosts."""
+
+    secret: bytes | None = None
+    resolver: Resolver | None = None
+
+
+def build_dispatcher(
+    settings: Settings,
+    storage: Storage,
+    *,
+    clock: Clock | None = None,
+    webhooks: WebhookSeams = WebhookSeams(),
+) -> Dispatcher:
+    """The webhook dispatcher over ``storage`` (``serve`` runs one in every process;
+    ``cardkeep webhooks dispatch`` runs one alone)."""
+    return Dispatcher(
+        storage,
+        clock or SystemClock(),
+        webhook_box(settings, webhooks.secret),
+        destination_rules(settings, webhooks.resolver),
+        ca_file=settings.webhook_ca_file,
+    )
 
 
 @dataclass
@@ -175,6 +234,7 @@ def build_pci(
     acquirer: Acquirer | None = None,
     heartbeats: Heartbeats | None = None,
     idempotency_secret: bytes | None = None,
+    webhooks: WebhookSeams = WebhookSeams(),
 ) -> PciSide:
     owner = _Owner()
     if storage is None:
@@ -191,7 +251,7 @@ def build_pci(
         ledger = StorageLedger(storage, clock or SystemClock())
         acquirer = SandboxAcquirer(ledger, allow_prod=settings.allow_prod_on_sandbox_acquirer)
     charger = VaultCharger(storage, vault, acquirer)
-    services = _services(settings, storage, clock or SystemClock(), charger, heartbeats)
+    services = _services(settings, storage, clock or SystemClock(), charger, heartbeats, webhooks)
     intake = CardIntake(services.setup_intents, vault, acquirer, services.ctx.ids)
     app = create_pci_app(services, intake, _seal(settings, idempotency_secret))
     return PciSide(app, services, storage, vault, acquirer, charger, intake, owner)
@@ -205,6 +265,7 @@ def build_api(
     charger: Charger | None = None,
     heartbeats: Heartbeats | None = None,
     idempotency_secret: bytes | None = None,
+    webhooks: WebhookSeams = WebhookSeams(),
 ) -> ApiSide:
     """The API listener. ``charger`` is how it reaches the cardholder-data side; without one it
     builds the PCI side's charger in this process (until the processes are split)."""
@@ -220,11 +281,12 @@ def build_api(
                 clock=clock,
                 heartbeats=heartbeats,
                 idempotency_secret=idempotency_secret,
+                webhooks=webhooks,
             ).charger
         except BaseException:
             owner.close()
             raise
-    services = _services(settings, storage, clock or SystemClock(), charger, heartbeats)
+    services = _services(settings, storage, clock or SystemClock(), charger, heartbeats, webhooks)
     app = create_api_app(services, _seal(settings, idempotency_secret))
     return ApiSide(app, services, storage, owner)
 

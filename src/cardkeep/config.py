@@ -5,6 +5,7 @@ Secrets (the vault key) are masked in ``repr``. Nothing reads the environment an
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,9 @@ from typing import Any
 DEFAULT_SCHEMES = ("VISA", "MASTERCARD", "MAESTRO", "DISCOVER", "DCI")
 ALL_SCHEMES = frozenset({*DEFAULT_SCHEMES, "AMEX"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+_SECRET_FIELDS = ("vault_key", "idempotency_key", "webhook_key")
 
 
 class SettingsError(ValueError):
@@ -64,11 +68,18 @@ class Settings:
     db_connect_timeout: float = 5.0
     db_statement_timeout: float = 5.0
     log_level: str = "info"
+    # Webhooks: the key that seals subscription secrets (else ``<data dir>/webhook.key``), the
+    # networks deliveries may reach although internal, a CA file for prod deliveries, how often
+    # the dispatcher looks for due deliveries, and how long delivered rows and events are kept.
+    webhook_key: str | None = field(default=None, repr=False)
+    webhook_allow: tuple[str, ...] = ()
+    webhook_ca_file: str | None = None
+    dispatch_interval: float = 1.0
+    webhook_retention_days: int = 30
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{k}={'***' if k in ('vault_key', 'idempotency_key') and v else v!r}"
-            for k, v in self.__dict__.items()
+            f"{k}={'***' if k in _SECRET_FIELDS and v else v!r}" for k, v in self.__dict__.items()
         )
         return f"Settings({shown})"
 
@@ -90,6 +101,19 @@ class Settings:
 
 def _csv(value: str) -> list[str]:
     return [part.strip().upper() for part in value.split(",") if part.strip()]
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    nets = []
+    for part in text.split(","):
+        if part.strip():
+            try:
+                nets.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError as exc:
+                raise SettingsError(
+                    f"CARDKEEP_WEBHOOK_ALLOW: {part.strip()!r} is not a network (e.g. 10.0.0.0/8)"
+                ) from exc
+    return tuple(nets)
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -115,10 +139,25 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         changes["vault_key"] = env["CARDKEEP_VAULT_KEY"]
     if env.get("CARDKEEP_IDEMPOTENCY_KEY"):
         changes["idempotency_key"] = env["CARDKEEP_IDEMPOTENCY_KEY"]
+    if env.get("CARDKEEP_WEBHOOK_KEY"):
+        changes["webhook_key"] = env["CARDKEEP_WEBHOOK_KEY"]
+    if "CARDKEEP_WEBHOOK_ALLOW" in env:
+        changes["webhook_allow"] = _networks(env["CARDKEEP_WEBHOOK_ALLOW"])
+    if env.get("CARDKEEP_WEBHOOK_CA_FILE"):
+        ca_file = env["CARDKEEP_WEBHOOK_CA_FILE"]
+        if not Path(ca_file).is_file():
+            raise SettingsError(f"CARDKEEP_WEBHOOK_CA_FILE: no such file {ca_file}")
+        changes["webhook_ca_file"] = ca_file
+    if "CARDKEEP_WEBHOOK_RETENTION_DAYS" in env:
+        days = env["CARDKEEP_WEBHOOK_RETENTION_DAYS"]
+        if not days.isdigit() or int(days) < 1:
+            raise SettingsError("CARDKEEP_WEBHOOK_RETENTION_DAYS must be a whole number of days")
+        changes["webhook_retention_days"] = int(days)
     if env.get("CARDKEEP_ALLOW_PROD_ON_SANDBOX_ACQUIRER", "").lower() in ("1", "true", "yes"):
         changes["allow_prod_on_sandbox_acquirer"] = True
     numbers = (
         ("sweep_interval", "SWEEP_INTERVAL"),
+        ("dispatch_interval", "DISPATCH_INTERVAL"),
         ("recovery_after", "RECOVERY_AFTER"),
         ("acquirer_timeout", "ACQUIRER_TIMEOUT"),
         ("db_connect_timeout", "DB_CONNECT_TIMEOUT"),

@@ -1,7 +1,8 @@
 """Running both listeners: one process (``--workers 1``) or N worker processes sharing two
 listening sockets (``supervisor.Supervisor`` restarts a worker that dies; workers die with it),
-each worker serving both apps and running the background loop (sweeper and recovery), whose work
-is leased item by item so no item is done twice and none stops with one worker.
+each worker serving both apps and running the background loops (sweeper and recovery; the webhook
+dispatcher), whose work is leased item by item so no item is done twice and none stops with one
+worker.
 
 Signals are handled here, once for both servers, so SIGINT/SIGTERM stop everything cleanly.
 """
@@ -21,10 +22,11 @@ from typing import Any
 import uvicorn
 from starlette.concurrency import run_in_threadpool
 
-from cardkeep.bootstrap import Runtime
+from cardkeep.bootstrap import Runtime, build_dispatcher
 from cardkeep.config import Settings
 from cardkeep.logs import configure, get_logger
 from cardkeep.supervisor import Supervisor, die_with_parent, parent_alive
+from cardkeep.webhooks.dispatcher import TOTAL_TIMEOUT
 
 log = get_logger("cardkeep.serve")
 
@@ -86,6 +88,42 @@ async def _sweep_forever(settings: Settings, runtime: Runtime, stop: asyncio.Eve
             await asyncio.wait_for(stop.wait(), timeout=settings.sweep_interval)
 
 
+DISPATCHER = "dispatcher"
+PRUNE_EVERY = 3600.0  # seconds between prunes of delivered webhooks and their events
+
+
+async def dispatch_forever(
+    settings: Settings, runtime: Runtime, stop: asyncio.Event, *, heartbeat: bool = True
+) -> None:
+    """The webhook dispatcher's loop: a full batch is followed at once by the next; otherwise it
+    waits ``dispatch_interval``. Delivered rows and events older than the retention are pruned
+    now and then. A run that fails is logged and tried again."""
+    dispatcher = build_dispatcher(settings, runtime.storage)
+    heartbeats = runtime.services.heartbeats
+    if heartbeat:  # a run may wait out a receiver's full timeout before it beats
+        heartbeats.register(DISPATCHER, settings.dispatch_interval + TOTAL_TIMEOUT)
+    loop = asyncio.get_running_loop()
+    next_prune = loop.time()
+    while not stop.is_set():
+        busy = False
+        try:
+            busy = await dispatcher.run_once() >= dispatcher.batch
+            if heartbeat:
+                heartbeats.beat(DISPATCHER)
+            if loop.time() >= next_prune:
+                next_prune = loop.time() + PRUNE_EVERY
+                pruned = await run_in_threadpool(
+                    runtime.services.webhooks.prune, settings.webhook_retention_days
+                )
+                if pruned:
+                    log.info("webhooks_pruned", rows=pruned)
+        except Exception as exc:
+            log.error("dispatch_failed", error_type=type(exc).__name__, exc_info=exc)
+        if not busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.dispatch_interval)
+
+
 async def _watch_parent(parent_pid: int, stop: asyncio.Event, request_stop: Any) -> None:
     """A worker whose supervisor is gone stops (in case the kernel's death signal was missed)."""
     while not stop.is_set():
@@ -117,6 +155,7 @@ async def _serve(settings: Settings, sockets: list[socket.socket], parent_pid: i
         loop.add_signal_handler(sig, request_stop)
     tasks = [server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True)]
     tasks.append(_sweep_forever(settings, runtime, stop))
+    tasks.append(dispatch_forever(settings, runtime, stop))
     if parent_pid is not None:
         tasks.append(_watch_parent(parent_pid, stop, request_stop))
     try:

@@ -153,6 +153,7 @@ def _start(
         **os.environ,
         "CARDKEEP_SWEEP_INTERVAL": "0.2",
         "CARDKEEP_RECOVERY_AFTER": "0.5",
+        "CARDKEEP_DISPATCH_INTERVAL": "0.2",
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(data_dir)]

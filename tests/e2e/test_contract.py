@@ -559,3 +559,39 @@ def test_sandbox_only_with_a_prod_key(server: Server) -> None:
         assert_problem(prod.advance(60), 403, "sandbox_only")
     finally:
         prod.close()
+
+
+def test_webhook_bodies_validate_with_the_two_documented_exemptions(
+    merchant: Merchant,
+) -> None:
+    """Subscriptions, secrets and the event list validate against the spec's components. Two
+    exemptions are recorded (CONTRACT §8.1): errors on these endpoints are ProblemDetails, not
+    the spec's narrower ErrorResponse; and a sandbox subscription may use ``http://``, which
+    ``Subscription.url``'s pattern ``^https://`` does not allow."""
+    events = merchant.api.get("/webhooks/events")
+    assert events.status_code == 200, events.text
+    for group in events.json():
+        assert not errors_of("WebhookEvents", group), group
+    https = merchant.api.post(
+        "/webhooks",
+        json={"events": ["payment_intent.created"], "url": "https://127.0.0.1:9/hook"},
+    )
+    sub = assert_valid("Subscription", https)
+    secrets = assert_valid("SecretsResponse", merchant.api.post(f"/webhooks/{sub['id']}/secrets"))
+    assert len(secrets["secrets"]) == 2
+    for listed in merchant.api.get("/webhooks").json():
+        assert not errors_of("Subscription", listed), listed
+    http = merchant.api.post(
+        "/webhooks",
+        json={"events": ["payment_intent.created"], "url": "http://localhost:9/hook"},
+    )
+    assert http.status_code == 200, http.text
+    only_the_pattern = errors_of("Subscription", http.json())
+    assert len(only_the_pattern) == 1, only_the_pattern
+    assert "$.url" in only_the_pattern[0]
+    assert "pattern" in only_the_pattern[0]
+    refused = merchant.api.post(
+        "/webhooks", json={"events": ["payment_intent.created"], "url": "ftp://localhost/x"}
+    )
+    assert_problem(refused, 400, "url_not_allowed")
+    assert errors_of("ErrorResponse", refused.json())  # the exemption: not the spec's shape

@@ -111,6 +111,8 @@ def test_leases_follow_the_account_clock_and_attempts_need_their_lease(storage: 
     later = REAL + timedelta(minutes=5)
     _record(storage, event("evt_now", at=REAL), event("evt_later", at=later))
     until = REAL + timedelta(seconds=30)
+    with storage.transaction(write=False) as uow:
+        assert uow.deliveries.next_due() == REAL
     with storage.transaction(write=True) as uow:
         leased = uow.deliveries.lease_due(REAL, until, 10)
         uow.commit()
@@ -121,6 +123,8 @@ def test_leases_follow_the_account_clock_and_attempts_need_their_lease(storage: 
     with storage.transaction(write=True) as uow:  # the account's clock moves 5 minutes on
         uow.accounts.set_clock_offset(ACCOUNT.id, 300 * 1_000_000)
         uow.commit()
+    with storage.transaction(write=False) as uow:  # in real time: five minutes earlier
+        assert uow.deliveries.next_due() == REAL - timedelta(minutes=5)  # "now", leased
     with storage.transaction(write=True) as uow:
         assert [d.event_id for d in uow.deliveries.lease_due(REAL, until, 10)] == ["evt_later"]
         uow.commit()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from cardkeep.api.routes import payment_intents, sandbox, setup_intents
+from cardkeep.api.routes import payment_intents, sandbox, setup_intents, webhooks
 from cardkeep.service.facade import Services
 from cardkeep.web.common import assemble, health_route
 from cardkeep.web.idempotency import IdempotencyStep, Seal
@@ -25,8 +25,6 @@ NOT_YET = [
     ("/payment-intents/{pi}/amount", "Amount changes"),
     ("/payment-intents/{pi}/receipt", "Receipts"),
     ("/payment-intents/{pi}/refresh-client-session-secret", "Payment intent client secrets"),
-    ("/webhooks", "Webhooks"),
-    ("/webhooks/{rest:path}", "Webhooks"),
     ("/customers", "Customers"),
     ("/customers/{rest:path}", "Customers"),
     ("/terminals", "Terminals"),
@@ -46,4 +44,5 @@ def create_api_app(services: Services, seal: Seal) -> ASGIApp:
     routes += setup_intents.routes(edge, services)
     routes += payment_intents.routes(edge, services)
     routes += sandbox.routes(edge, services)
+    routes += webhooks.routes(edge, services)
     return assemble(routes, "api")

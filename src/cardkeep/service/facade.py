@@ -10,8 +10,10 @@ from cardkeep.service.context import Context
 from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.idempotency import Idempotency
 from cardkeep.service.payment_intents import PaymentIntents
+from cardkeep.service.ports import Destinations, SecretBox
 from cardkeep.service.setup_intents import SetupIntents
 from cardkeep.service.sweeper import Sweeper
+from cardkeep.service.webhooks import Webhooks
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,16 @@ class Services:
     # The background loops of this process, for /health (shared by both listeners).
     heartbeats: Heartbeats
     idempotency: Idempotency
+    webhooks: Webhooks
 
     @classmethod
     def build(
-        cls, ctx: Context, card_schemes: tuple[str, ...], heartbeats: Heartbeats | None = None
+        cls,
+        ctx: Context,
+        card_schemes: tuple[str, ...],
+        box: SecretBox,
+        destinations: Destinations,
+        heartbeats: Heartbeats | None = None,
     ) -> Services:
         changes = Changes(ctx.storage, ctx.event_id)
         sis = SetupIntents(ctx, changes)
@@ -36,4 +44,7 @@ class Services:
         idempotency = Idempotency(ctx.storage, ctx.clock)
         sweeper = Sweeper(ctx, sis, pis, idempotency)
         beats = heartbeats or Heartbeats(ctx.clock)
-        return cls(ctx, Accounts(ctx), sis, pis, sweeper, card_schemes, beats, idempotency)
+        webhooks = Webhooks(ctx, box, destinations)
+        return cls(
+            ctx, Accounts(ctx), sis, pis, sweeper, card_schemes, beats, idempotency, webhooks
+        )

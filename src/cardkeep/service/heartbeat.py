@@ -1,4 +1,4 @@
-"""Heartbeats of the background loops (sweeper and recovery; later the webhook dispatcher).
+"""Heartbeats of the background loops (sweeper and recovery, the webhook dispatcher).
 
 Each loop registers with its interval and beats after every completed run; ``late`` names the loops
 that have not completed a run within three of their intervals (real time), which ``/health``

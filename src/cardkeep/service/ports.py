@@ -177,6 +177,22 @@ class StoredSubscription:
     updated_at: datetime
 
 
+class SecretBox(Protocol):
+    """Seals webhook secrets under a key kept outside the database."""
+
+    def seal(self, secret_id: str, value: str) -> bytes: ...
+    def open(self, secret_id: str, sealed: bytes) -> str: ...
+
+
+class Destinations(Protocol):
+    """The destination rules of webhook URLs (CONTRACT §8.1)."""
+
+    def check(self, url: str, mode: Mode) -> str:
+        """The URL as it will be stored, if the rules allow it for an account of ``mode``
+        (resolving its host); raises ``UrlNotAllowed`` otherwise."""
+        ...
+
+
 class WebhookSubscriptionRepo(Protocol):
     def add(self, sub: StoredSubscription) -> None:
         """Raises ``Conflict`` for a second subscription of the account to the same URL."""
@@ -196,6 +212,12 @@ class WebhookSubscriptionRepo(Protocol):
 
 
 class DeliveryRepo(Protocol):
+    def next_due(self) -> datetime | None:
+        """When the earliest pending delivery falls due, in real time (its account's clock
+        offset taken off), or None: a read the dispatcher makes before it takes the write lock
+        of a lease."""
+        ...
+
     def lease_due(self, now: datetime, until: datetime, limit: int) -> list[Delivery]:
         """Lease pending deliveries that are due on their account's clock (``now`` is real
         time; the account's offset is added) and not leased at ``now``, until ``until``."""

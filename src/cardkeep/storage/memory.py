@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cardkeep.domain.account import Account
 from cardkeep.domain.errors import Conflict
@@ -405,6 +405,15 @@ class _WebhookSubscriptions:
 class _Deliveries:
     def __init__(self, t: _Tables) -> None:
         self._t = t
+
+    def next_due(self) -> datetime | None:
+        due = [
+            d.next_attempt_at
+            - timedelta(microseconds=self._t.accounts[d.account_id].clock_offset_us)
+            for d, _ in self._t.deliveries.values()
+            if d.status is DeliveryStatus.PENDING and d.next_attempt_at is not None
+        ]
+        return min(due, default=None)
 
     def lease_due(self, now: datetime, until: datetime, limit: int) -> list[Delivery]:
         due = []

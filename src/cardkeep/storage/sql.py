@@ -642,6 +642,14 @@ class Deliveries:
     def __init__(self, db: Db) -> None:
         self._db = db
 
+    def next_due(self) -> datetime | None:
+        row = self._db.execute(
+            "SELECT MIN(next_attempt_at_us - (SELECT a.clock_offset_us FROM accounts a"
+            " WHERE a.id = d.account_id)) FROM webhook_deliveries d WHERE d.status = ?",
+            (DeliveryStatus.PENDING.value,),
+        ).fetchone()
+        return None if row is None or row[0] is None else from_micros(int(row[0]))
+
     def lease_due(self, now: datetime, until: datetime, limit: int) -> list[Delivery]:
         rows = self._db.execute(
             "UPDATE webhook_deliveries SET leased_until_us = ? WHERE id IN ("  # noqa: S608

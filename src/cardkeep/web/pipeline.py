@@ -61,6 +61,9 @@ class Call:
     def ok(self, data: Any) -> Response:
         return json_response(data, release=self.release)
 
+    def no_content(self) -> Response:
+        return Response(status_code=204)
+
     def scope_for_idempotency(self) -> str:
         """Whose Idempotency-Keys these are: the account, or (client session secret routes) a
         hash of the credential."""

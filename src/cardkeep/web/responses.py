@@ -20,6 +20,7 @@ from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.timefmt import iso, iso_seconds
+from cardkeep.domain.webhooks import Delivery, Subscription
 from cardkeep.service.payment_intents import ChargeAnswer
 
 
@@ -176,3 +177,51 @@ def charge_json(answer: ChargeAnswer) -> dict[str, Any]:
 
 def clock_json(now: datetime, offset_seconds: int) -> dict[str, Any]:
     return {"now": iso(now), "offsetSeconds": offset_seconds}
+
+
+def _secret_list(sub: Subscription) -> list[dict[str, Any]]:
+    return [
+        {"id": s.id, "value": s.value, "createdAt": iso(s.created_at), "isActive": s.is_active}
+        for s in sub.secrets
+    ]
+
+
+def subscription_json(sub: Subscription) -> dict[str, Any]:
+    return {
+        "id": sub.id,
+        "accountId": sub.account_id,
+        "events": list(sub.events),
+        "url": sub.url,
+        "description": sub.description,
+        "secrets": _secret_list(sub),
+        "createdAt": iso(sub.created_at),
+        "updatedAt": iso(sub.updated_at),
+    }
+
+
+def secrets_json(sub: Subscription) -> dict[str, Any]:
+    return {"id": sub.id, "secrets": _secret_list(sub)}
+
+
+def _maybe_iso(ts: datetime | None) -> str | None:
+    return None if ts is None else iso(ts)
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "subscriptionId": d.subscription_id,
+        "eventId": d.event_id,
+        "event": d.event,
+        "status": d.status.value,
+        "attempts": d.attempts,
+        "createdAt": iso(d.created_at),
+        "lastAttemptAt": _maybe_iso(d.last_attempt_at),
+        "nextAttemptAt": _maybe_iso(d.next_attempt_at) if d.status.value == "pending" else None,
+        "lastResponseStatus": d.last_response_status,
+        "lastError": d.last_error,
+    }
+
+
+def deliveries_json(page: Sequence[Delivery], after: str | None) -> dict[str, Any]:
+    return {"data": [delivery_json(d) for d in page], "after": after}
