@@ -182,6 +182,10 @@ class LimitedH11Protocol(H11Protocol):
             self._start_header_timer()  # the next request's head; a pipelined one stops it at once
         super().on_response_complete()
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """cardkeep serves no WebSocket: an ``Upgrade`` request is served as plain HTTP, without
+        the two warning lines per request that uvicorn would write for anyone who sends one."""
+
     def shutdown(self) -> None:
         if self._refused:
             self.transport.close()

@@ -241,6 +241,13 @@ def test_the_header_timeout_counts_per_request_not_per_connection(server: Server
         assert count >= 5
 
 
+def test_an_upgrade_request_is_served_as_plain_http_without_log_lines(server: Server) -> None:
+    upgrade = [*BASE, ("Upgrade", "websocket")]
+    upgrade[1] = ("Connection", "Upgrade, close")
+    assert exchange(server.api_url, head(headers=upgrade))[0] == 200
+    assert "upgrade" not in server.log_text().lower()
+
+
 # -- (g) the connection cap ----------------------------------------------------------------------------
 
 
