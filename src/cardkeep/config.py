@@ -67,6 +67,12 @@ class Settings:
     db_pool_max: int = 10
     db_connect_timeout: float = 5.0
     db_statement_timeout: float = 5.0
+    # The HTTP edge (``http_server``): seconds a connection has to send a request's line and
+    # headers (from the connection's start or the end of the previous response), seconds an idle
+    # keep-alive connection is kept, and the open connections of one process over both listeners.
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 1000
     log_level: str = "info"
     # Webhooks: the key that seals subscription secrets (else ``<data dir>/webhook.key``), the
     # networks deliveries may reach although internal, a CA file for prod deliveries, how often
@@ -162,6 +168,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("acquirer_timeout", "ACQUIRER_TIMEOUT"),
         ("db_connect_timeout", "DB_CONNECT_TIMEOUT"),
         ("db_statement_timeout", "DB_STATEMENT_TIMEOUT"),
+        ("header_timeout", "HEADER_TIMEOUT"),
+        ("keep_alive_timeout", "KEEP_ALIVE_TIMEOUT"),
     )
     for key, name in numbers:
         raw = env.get(f"CARDKEEP_{name}")
@@ -181,6 +189,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             if not raw.isdigit() or not 1 <= int(raw) <= 1000:
                 raise SettingsError(f"CARDKEEP_{name} must be a whole number from 1 to 1000")
             changes[key] = int(raw)
+    raw = env.get("CARDKEEP_MAX_CONNECTIONS")
+    if raw is not None:
+        if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+            raise SettingsError("CARDKEEP_MAX_CONNECTIONS must be a whole number from 1 to 100000")
+        changes["max_connections"] = int(raw)
     settings = replace(s, **changes)
     if settings.db_pool_min > settings.db_pool_max:
         raise SettingsError("CARDKEEP_DB_POOL_MIN must not exceed CARDKEEP_DB_POOL_MAX")
@@ -190,6 +203,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         "acquirer_timeout",
         "db_connect_timeout",
         "db_statement_timeout",
+        "header_timeout",
+        "keep_alive_timeout",
     ):
         value = getattr(settings, key)
         if value is not None and not 0 < value < 86_400:

@@ -5,6 +5,8 @@ dispatcher), whose work is leased item by item so no item is done twice and none
 worker.
 
 Signals are handled here, once for both servers, so SIGINT/SIGTERM stop everything cleanly.
+Both servers speak HTTP/1.1 through ``http_server``'s protocol, which holds the limits on request
+heads, the header-read and keep-alive timeouts and the process's connection cap.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cardkeep.bootstrap import Runtime, build_dispatcher
 from cardkeep.config import Settings
+from cardkeep.http_server import Limits, protocol_class
 from cardkeep.logs import configure, get_logger
 from cardkeep.supervisor import Supervisor, die_with_parent, parent_alive
 from cardkeep.webhooks.dispatcher import TOTAL_TIMEOUT
@@ -137,10 +140,22 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event, request_stop: Any)
 
 async def _serve(settings: Settings, sockets: list[socket.socket], parent_pid: int | None) -> None:
     runtime = Runtime.open(settings)
+    limits = Limits(
+        header_timeout=settings.header_timeout,
+        keep_alive_timeout=settings.keep_alive_timeout,
+        max_connections=settings.max_connections,
+    )
+    protocol = protocol_class(limits)  # one connection budget for both listeners
     servers = []
     for app in (runtime.api.app, runtime.pci.app):
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", server_header=False
+            app,
+            http=protocol,
+            ws="none",
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
         )
         servers.append(_Server(config))
     stop = asyncio.Event()

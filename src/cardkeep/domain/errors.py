@@ -56,6 +56,8 @@ class Code(StrEnum):
     CONFLICT = "conflict"
     URL_NOT_ALLOWED = "url_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    URI_TOO_LONG = "uri_too_long"
+    HEADERS_TOO_LARGE = "headers_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
 

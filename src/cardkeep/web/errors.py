@@ -54,6 +54,14 @@ class PayloadTooLarge(HttpError):
     pass
 
 
+class UriTooLong(HttpError):
+    """A request line longer than the server reads (answered by ``http_server``, not an app)."""
+
+
+class HeaderFieldsTooLarge(HttpError):
+    """Request headers too many or too large (answered by ``http_server``, not an app)."""
+
+
 class NoSuchEndpoint(HttpError):
     pass
 
@@ -90,6 +98,8 @@ TABLE: dict[type[Exception], tuple[int, Code]] = {
     IdempotencyInProgress: (409, C.IDEMPOTENCY_IN_PROGRESS),
     IdempotencyKeyMismatch: (422, C.IDEMPOTENCY_KEY_MISMATCH),
     PayloadTooLarge: (413, C.PAYLOAD_TOO_LARGE),
+    UriTooLong: (414, C.URI_TOO_LONG),
+    HeaderFieldsTooLarge: (431, C.HEADERS_TOO_LARGE),
     Unavailable: (503, C.SERVICE_UNAVAILABLE),
     Busy: (503, C.SERVICE_UNAVAILABLE),
     RowLocked: (503, C.SERVICE_UNAVAILABLE),
@@ -117,6 +127,8 @@ TITLES: dict[Code, str] = {
     C.IDEMPOTENCY_IN_PROGRESS: "A request with this Idempotency-Key is in progress.",
     C.IDEMPOTENCY_KEY_MISMATCH: "The Idempotency-Key was used with a different request.",
     C.PAYLOAD_TOO_LARGE: "Payload Too Large",
+    C.URI_TOO_LONG: "URI Too Long",
+    C.HEADERS_TOO_LARGE: "Request Header Fields Too Large",
     C.SERVICE_UNAVAILABLE: "Service Unavailable",
     C.INTERNAL_ERROR: "Internal Server Error",
 }

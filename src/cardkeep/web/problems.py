@@ -33,13 +33,16 @@ TYPES = {
     405: _RFC7231 + "6.5.5",
     409: _RFC7231 + "6.5.8",
     413: _RFC7231 + "6.5.11",
+    414: _RFC7231 + "6.5.12",
     422: "https://tools.ietf.org/html/rfc4918#section-11.2",
+    431: "https://tools.ietf.org/html/rfc6585#section-5",
     500: _RFC7231 + "6.6.1",
     503: _RFC7231 + "6.6.4",
 }
 
 
-def render(problem: Problem, trace_id: str) -> Response:
+def encode(problem: Problem, trace_id: str) -> bytes:
+    """The ProblemDetails body of ``problem``, as JSON bytes."""
     status = problem.status
     body: dict[str, Any] = {
         "type": TYPES[status],
@@ -57,12 +60,16 @@ def render(problem: Problem, trace_id: str) -> Response:
             mask_pans(path): [mask_pans(m) for m in messages]
             for path, messages in problem.errors.items()
         }
+    return msgspec.json.encode(body)
+
+
+def render(problem: Problem, trace_id: str) -> Response:
     headers = dict(problem.headers or {})
-    if status == 401:
+    if problem.status == 401:
         headers.setdefault("WWW-Authenticate", 'Basic realm="cardkeep"')
     return Response(
-        msgspec.json.encode(body),
-        status_code=status,
+        encode(problem, trace_id),
+        status_code=problem.status,
         headers=headers,
         media_type="application/problem+json",
     )
