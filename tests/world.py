@@ -18,7 +18,7 @@ import structlog
 from starlette.types import ASGIApp
 
 from cardkeep import logs
-from cardkeep.bootstrap import WebhookSeams, build_api, build_pci
+from cardkeep.bootstrap import WebhookSeams, build_api, build_dispatcher, build_pci
 from cardkeep.cde.acquirers.base import Acquirer
 from cardkeep.cde.acquirers.ledger import StorageLedger
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
@@ -147,6 +147,9 @@ class World:
         self.services = self.api.services
         self.intake = self.pci.intake
         self.account, self.key = self.services.accounts.create("m", Mode.SANDBOX)
+        self.dispatcher = build_dispatcher(
+            self.settings, self.storage, clock=self.clock, webhooks=self.webhook_seams
+        )
 
     def resolve(self, host: str, port: int) -> list[str]:
         """The webhook resolver seam: names resolve only to what a test put in ``dns``."""

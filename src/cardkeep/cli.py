@@ -1,4 +1,4 @@
-"""The ``cardkeep`` command: serve, migrate, sweep, accounts."""
+"""The ``cardkeep`` command: serve, migrate, sweep, accounts, webhooks."""
 
 from __future__ import annotations
 
@@ -176,3 +176,123 @@ def accounts_list(data_dir: Path | None, database_url: str | None) -> None:
     with Runtime.open(_settings(data_dir=data_dir, database_url=database_url)) as runtime:
         for account in runtime.services.accounts.list():
             click.echo(f"{account.id}\t{account.mode.value}\t{account.name}")
+
+
+@main.group()
+def webhooks() -> None:
+    """Deliver webhooks, replay them, watch them go out."""
+
+
+@webhooks.command("dispatch")
+@data_dir_option
+@database_url_option
+def webhooks_dispatch(data_dir: Path | None, database_url: str | None) -> None:
+    """Run a webhook dispatcher until Ctrl-C (every `serve` process runs one too; any number
+    may run at once, on any host: deliveries are leased, so each attempt is made once)."""
+    import asyncio
+    import signal
+
+    from cardkeep.bootstrap import storage_for
+    from cardkeep.logs import configure
+    from cardkeep.serve import dispatch_forever
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    configure(settings.log_level)
+    storage = storage_for(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await dispatch_forever(settings, storage, stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        storage.close()
+
+
+@webhooks.command("replay")
+@click.argument("delivery_ids", nargs=-1)
+@click.option(
+    "--failed-since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"]),
+    help="Replay every failed delivery whose last attempt was at or after TIME (UTC).",
+)
+@data_dir_option
+@database_url_option
+def webhooks_replay(
+    delivery_ids: tuple[str, ...],
+    failed_since: Any,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Send deliveries again: DELIVERY_ID..., or --failed-since TIME. Prints the re-queued ids."""
+    from datetime import UTC
+
+    if bool(delivery_ids) == (failed_since is not None):
+        raise click.UsageError("give either DELIVERY_ID... or --failed-since TIME")
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    from cardkeep.bootstrap import Runtime
+
+    with Runtime.open(settings) as runtime:
+        hooks = runtime.services.webhooks
+        try:
+            if failed_since is not None:
+                replayed = hooks.replay_failed_since(failed_since.replace(tzinfo=UTC))
+            else:
+                replayed = hooks.replay_ids(list(delivery_ids))
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+    for delivery in replayed:
+        click.echo(delivery.id)
+    click.echo(f"re-queued {len(replayed)} deliveries", err=True)
+
+
+@webhooks.command("tail")
+@click.option("--account", "account_id", help="Only this account's deliveries (acc_...).")
+@click.option("--once", is_flag=True, help="Print the latest deliveries and stop.")
+@click.option(
+    "--interval", type=float, default=0.5, show_default=True, help="Seconds between polls."
+)
+@data_dir_option
+@database_url_option
+def webhooks_tail(
+    account_id: str | None,
+    once: bool,
+    interval: float,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Print deliveries as they are made: one line each time a delivery is created or attempted
+    (time, id, event, status, attempts, last answer). What did my endpoint get?"""
+    import time
+
+    from cardkeep.domain.timefmt import iso
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    seen: dict[str, tuple[str, int]] = {}
+    from cardkeep.bootstrap import Runtime
+
+    with Runtime.open(settings) as runtime:
+        hooks = runtime.services.webhooks
+        try:
+            while True:
+                for d in reversed(hooks.recent(account_id)):
+                    state = (d.status.value, d.attempts)
+                    if seen.get(d.id) == state:
+                        continue
+                    seen[d.id] = state
+                    answer = d.last_error or (
+                        f"HTTP {d.last_response_status}" if d.last_response_status else "-"
+                    )
+                    when = iso(d.last_attempt_at or d.created_at)
+                    click.echo(
+                        f"{when}\t{d.id}\t{d.event}\t{d.status.value}\t{d.attempts}\t{answer}"
+                    )
+                if once:
+                    return
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return

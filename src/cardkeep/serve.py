@@ -28,6 +28,8 @@ from cardkeep.bootstrap import Runtime, build_dispatcher
 from cardkeep.config import Settings
 from cardkeep.http_server import Limits, protocol_class
 from cardkeep.logs import configure, get_logger
+from cardkeep.service.heartbeat import Heartbeats
+from cardkeep.service.ports import Storage
 from cardkeep.supervisor import Supervisor, die_with_parent, parent_alive
 from cardkeep.webhooks.dispatcher import TOTAL_TIMEOUT
 
@@ -96,14 +98,17 @@ PRUNE_EVERY = 3600.0  # seconds between prunes of delivered webhooks and their e
 
 
 async def dispatch_forever(
-    settings: Settings, runtime: Runtime, stop: asyncio.Event, *, heartbeat: bool = True
+    settings: Settings,
+    storage: Storage,
+    stop: asyncio.Event,
+    heartbeats: Heartbeats | None = None,
 ) -> None:
-    """The webhook dispatcher's loop: a full batch is followed at once by the next; otherwise it
-    waits ``dispatch_interval``. Delivered rows and events older than the retention are pruned
-    now and then. A run that fails is logged and tried again."""
-    dispatcher = build_dispatcher(settings, runtime.storage)
-    heartbeats = runtime.services.heartbeats
-    if heartbeat:  # a run may wait out a receiver's full timeout before it beats
+    """The webhook dispatcher's loop (in every ``serve`` process, and alone as ``cardkeep
+    webhooks dispatch``): a full batch is followed at once by the next; otherwise it waits
+    ``dispatch_interval``. Delivered rows and events older than the retention are pruned now and
+    then. A run that fails is logged and tried again."""
+    dispatcher = build_dispatcher(settings, storage)
+    if heartbeats is not None:  # a run may wait out a receiver's full timeout before it beats
         heartbeats.register(DISPATCHER, settings.dispatch_interval + TOTAL_TIMEOUT)
     loop = asyncio.get_running_loop()
     next_prune = loop.time()
@@ -111,13 +116,11 @@ async def dispatch_forever(
         busy = False
         try:
             busy = await dispatcher.run_once() >= dispatcher.batch
-            if heartbeat:
+            if heartbeats is not None:
                 heartbeats.beat(DISPATCHER)
             if loop.time() >= next_prune:
                 next_prune = loop.time() + PRUNE_EVERY
-                pruned = await run_in_threadpool(
-                    runtime.services.webhooks.prune, settings.webhook_retention_days
-                )
+                pruned = await run_in_threadpool(dispatcher.prune, settings.webhook_retention_days)
                 if pruned:
                     log.info("webhooks_pruned", rows=pruned)
         except Exception as exc:
@@ -170,7 +173,7 @@ async def _serve(settings: Settings, sockets: list[socket.socket], parent_pid: i
         loop.add_signal_handler(sig, request_stop)
     tasks = [server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True)]
     tasks.append(_sweep_forever(settings, runtime, stop))
-    tasks.append(dispatch_forever(settings, runtime, stop))
+    tasks.append(dispatch_forever(settings, runtime.storage, stop, runtime.services.heartbeats))
     if parent_pid is not None:
         tasks.append(_watch_parent(parent_pid, stop, request_stop))
     try:

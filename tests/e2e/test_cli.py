@@ -133,6 +133,10 @@ def test_help_of_every_command_exits_0() -> None:
         ["accounts"],
         ["accounts", "create"],
         ["accounts", "list"],
+        ["webhooks"],
+        ["webhooks", "dispatch"],
+        ["webhooks", "replay"],
+        ["webhooks", "tail"],
     ):
         r = cardkeep(*command, "--help")
         assert r.returncode == 0, (command, r.stderr)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +16,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from cardkeep.webhooks import verify
-from tests.e2e.harness import SI_FIELDS, Merchant
+from tests.e2e.harness import SI_FIELDS, Merchant, Server
 from tests.e2e.receiver import Received, Receiver, receiver
 
 ALL_EVENTS = [
@@ -160,3 +162,54 @@ def test_failed_attempts_follow_the_schedule_and_a_failed_delivery_is_replayed(
     assert len({p.headers["webhook-id"] for p in posts}) == 1  # the same event every time
     delivered = merchant.api.get("/webhooks/deliveries?status=delivered").json()["data"]
     assert [(d["attempts"], d["status"]) for d in delivered] == [(9, "delivered")]
+
+
+def _cardkeep(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "cardkeep", *args, "--data-dir", str(server.data_dir)]
+    if server.database_url is not None:
+        cmd += ["--database-url", server.database_url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_command_line_replays_and_tails(
+    merchant: Merchant, server: Server, hook: Receiver
+) -> None:
+    hook.script = [500] * 8
+    subscribe(merchant, hook.url, ["setup_intent.created"])
+    merchant.create_si(**SI_FIELDS)
+    for attempts, delay in enumerate((5, 300, 1800, 7200, 18000, 36000, 36000), start=1):
+        _recorded(merchant, attempts=attempts)
+        merchant.advance(int(delay * 1.1) + 2)
+    (failed,) = _wait_log(merchant, "failed")
+    usage = _cardkeep(server, "webhooks", "replay")
+    assert usage.returncode == 2, usage.stderr
+    unknown = _cardkeep(server, "webhooks", "replay", "whd_nope")
+    assert unknown.returncode == 1
+    assert "No webhook delivery with id whd_nope." in unknown.stderr
+    replayed = _cardkeep(server, "webhooks", "replay", failed["id"])
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.split() == [failed["id"]]
+    (delivered,) = _wait_log(merchant, "delivered")
+    assert delivered["attempts"] == 9
+    tail = _cardkeep(
+        server, "webhooks", "tail", "--once", "--account", str(subscribe_account(merchant))
+    )
+    assert tail.returncode == 0, tail.stderr
+    line = next(row for row in tail.stdout.splitlines() if failed["id"] in row)
+    assert line.split("\t")[2:5] == ["setup_intent.created", "delivered", "9"]
+    since = _cardkeep(server, "webhooks", "replay", "--failed-since", "2000-01-01")
+    assert since.returncode == 0, since.stderr  # nothing failed any more in this account
+
+
+def subscribe_account(merchant: Merchant) -> object:
+    return merchant.api.get("/webhooks").json()[0]["accountId"]
+
+
+def _wait_log(merchant: Merchant, status: str) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 20
+    while True:
+        rows = merchant.api.get(f"/webhooks/deliveries?status={status}").json()["data"]
+        if rows or time.monotonic() > deadline:
+            assert rows, f"no {status} delivery"
+            return list(rows)
+        time.sleep(0.1)

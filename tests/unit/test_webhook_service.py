@@ -142,7 +142,7 @@ def test_replay_requeues_a_failed_delivery(world: World) -> None:
     with world.storage.transaction(write=True) as uow:  # the re-queued one went with it
         (leased,) = uow.deliveries.lease_due(world.clock.now(), until, 5) or [None]
         assert leased is None
-    assert hooks.prune(30) == 0
+    assert world.dispatcher.prune(30) == 0
 
 
 def test_prune_deletes_what_was_delivered_long_ago(world: World) -> None:
@@ -155,7 +155,7 @@ def test_prune_deletes_what_was_delivered_long_ago(world: World) -> None:
         ok = AttemptOutcome(DeliveryStatus.DELIVERED, 1, world.clock.now(), None, 204, None)
         assert uow.deliveries.finish(leased.id, until, ok)
         uow.commit()
-    assert hooks.prune(30) == 0
+    assert world.dispatcher.prune(30) == 0
     world.clock.now_value += timedelta(days=31)
-    assert hooks.prune(30) == 2  # the delivery and its event
+    assert world.dispatcher.prune(30) == 2  # the delivery and its event
     assert hooks.deliveries(world.account)[0] == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from cardkeep.domain import webhooks as rules
 from cardkeep.domain.account import Account
@@ -183,6 +183,31 @@ class Webhooks:
         assert again is not None
         return again
 
+    def replay_ids(self, delivery_ids: list[str]) -> list[Delivery]:
+        """Re-queue deliveries by id, whatever their account (the CLI's ``webhooks replay``);
+        all or none: an unknown id, or one whose subscription was deleted, changes nothing."""
+        replayed = []
+        with self._ctx.storage.transaction(write=True) as uow:
+            for delivery_id in delivery_ids:
+                found = uow.deliveries.find(delivery_id)
+                if found is None:
+                    raise NotFound(f"No webhook delivery with id {delivery_id}.")
+                account = uow.accounts.get(found.account_id)
+                if account is None or uow.webhooks.find(found.subscription_id) is None:
+                    raise InvalidState(
+                        f"The subscription of delivery {delivery_id} was deleted; "
+                        "nothing to send to."
+                    )
+                again = uow.deliveries.replay(account.id, delivery_id, self._ctx.now(account))
+                assert again is not None
+                replayed.append(again)
+            uow.commit()
+        return replayed
+
+    def recent(self, account_id: str | None = None, limit: int = 200) -> list[Delivery]:
+        with self._ctx.storage.transaction(write=False) as uow:
+            return uow.deliveries.recent(account_id, limit)
+
     def replay_failed_since(self, since: datetime) -> list[Delivery]:
         """Every failed delivery whose last attempt was at or after ``since`` (the CLI's
         ``webhooks replay --failed-since``), re-queued; those of deleted subscriptions skipped."""
@@ -197,15 +222,6 @@ class Webhooks:
                     replayed.append(again)
             uow.commit()
         return replayed
-
-    def prune(self, retention_days: int) -> int:
-        """Delete delivered deliveries and finished events older than ``retention_days`` (real
-        time); the number of rows deleted."""
-        before = self._ctx.clock.now() - timedelta(days=retention_days)
-        with self._ctx.storage.transaction(write=True) as uow:
-            pruned = uow.deliveries.prune(before)
-            uow.commit()
-        return pruned
 
     # -- helpers ---------------------------------------------------------------------------
 

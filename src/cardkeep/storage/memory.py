@@ -435,6 +435,19 @@ class _Deliveries:
         found = self._t.deliveries.get(delivery_id)
         return found[0] if found is not None and found[0].account_id == account_id else None
 
+    def find(self, delivery_id: str) -> Delivery | None:
+        found = self._t.deliveries.get(delivery_id)
+        return None if found is None else found[0]
+
+    def recent(self, account_id: str | None, limit: int) -> list[Delivery]:
+        rows = [
+            d
+            for d, _ in self._t.deliveries.values()
+            if account_id is None or d.account_id == account_id
+        ]
+        rows.sort(key=lambda d: (d.last_attempt_at or d.created_at, d.id), reverse=True)
+        return rows[:limit]
+
     def payload(self, event_id: str) -> bytes | None:
         return next((e.payload() for e in self._t.outbox if e.id == event_id), None)
 

@@ -673,6 +673,25 @@ class Deliveries:
         ).fetchone()
         return _delivery(row) if row else None
 
+    def find(self, delivery_id: str) -> Delivery | None:
+        if not _storable(delivery_id):
+            return None
+        row = self._db.execute(
+            f"SELECT {_DELIVERY_COLS} FROM webhook_deliveries WHERE id = ?",  # noqa: S608
+            (delivery_id,),
+        ).fetchone()
+        return _delivery(row) if row else None
+
+    def recent(self, account_id: str | None, limit: int) -> list[Delivery]:
+        where = "" if account_id is None else " WHERE account_id = ?"
+        params: tuple[Any, ...] = () if account_id is None else (account_id,)
+        rows = self._db.execute(
+            f"SELECT {_DELIVERY_COLS} FROM webhook_deliveries{where}"  # noqa: S608
+            " ORDER BY COALESCE(last_attempt_at_us, created_at_us) DESC, id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [_delivery(row) for row in rows]
+
     def payload(self, event_id: str) -> bytes | None:
         row = self._db.execute("SELECT payload FROM outbox WHERE id = ?", (event_id,)).fetchone()
         return bytes(row[0]) if row else None

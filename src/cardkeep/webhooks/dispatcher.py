@@ -81,6 +81,15 @@ class Dispatcher:
             await asyncio.gather(*(self._attempt(client, item) for item in work))
         return len(work)
 
+    def prune(self, retention_days: int) -> int:
+        """Delete delivered deliveries and finished events older than ``retention_days`` (real
+        time); the number of rows deleted."""
+        before = self._clock.now() - timedelta(days=retention_days)
+        with self._storage.transaction(write=True) as uow:
+            pruned = uow.deliveries.prune(before)
+            uow.commit()
+        return pruned
+
     def _lease_due(self) -> list[_Work]:
         now = self._clock.now()
         until = now + self._lease
