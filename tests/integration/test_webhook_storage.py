@@ -12,9 +12,10 @@ import pytest
 
 from cardkeep.domain.errors import Conflict
 from cardkeep.domain.events import DomainEvent
+from cardkeep.domain.setup_intent import Status as SI
 from cardkeep.domain.webhooks import AttemptOutcome, DeliveryStatus
 from cardkeep.service.ports import SealedSecret, Storage, StoredSubscription
-from tests.factories import T0
+from tests.factories import T0, make_si
 from tests.integration.conftest import ACCOUNT
 
 REAL = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -222,3 +223,37 @@ def test_pruning_keeps_what_is_still_owed(storage: Storage) -> None:
         assert uow.deliveries.payload("evt_lonely") is None
         assert uow.deliveries.payload("evt_owed") is not None
         assert uow.deliveries.payload("evt_new") is not None
+
+
+class InjectedFault(Exception):
+    pass
+
+
+def test_no_delivery_for_a_change_that_rolled_back(storage: Storage) -> None:
+    """A fault between the write gate's outbox insert and the commit: neither the change, nor its
+    event, nor a delivery is left; the same change committed gets exactly one delivery."""
+    from cardkeep.service.changes import Changes
+
+    _add(storage, subscription(events=("setup_intent.created",)))
+    gate = Changes(storage, lambda: "evt_rolled")
+    intent = make_si(SI.CREATED, id_="si_sandbox_rb", account_id=ACCOUNT.id)
+    with pytest.raises(InjectedFault), storage.transaction(write=True) as uow:
+        gate.insert(uow, intent)  # the setup intent, its event, the fan-out
+        raise InjectedFault  # before commit
+    with storage.transaction(write=False) as uow:
+        assert uow.setup_intents.get(ACCOUNT.id, intent.id) is None
+        assert uow.deliveries.payload("evt_rolled") is None
+        assert uow.deliveries.next_due() is None
+        assert (
+            uow.deliveries.page(ACCOUNT.id, status=None, subscription_id=None, after=None, limit=9)
+            == []
+        )
+    committed = Changes(storage, lambda: "evt_kept")
+    with storage.transaction(write=True) as uow:
+        committed.insert(uow, intent)
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        (delivery,) = uow.deliveries.page(
+            ACCOUNT.id, status=None, subscription_id=None, after=None, limit=9
+        )
+        assert delivery.event_id == "evt_kept"
