@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from cardkeep.config import SettingsError, from_env
 from cardkeep.domain.errors import IdempotencyInProgress
-from cardkeep.service.idempotency import LEASE, Idempotency
+from cardkeep.service.idempotency import LEASE, Begin, Idempotency
 from cardkeep.service.setup_intents import NewSetupIntent
 from cardkeep.web.idempotency import HeldKey, Seal
 from tests.merchant import SI_FIELDS, card
@@ -169,25 +172,37 @@ def test_a_charge_retried_after_its_key_was_lost_gets_its_answer_and_charges_onc
     assert list(world.storage.tables.sandbox_ledger) == [f"charge:{pi_id}:1"]
 
 
+@pytest.mark.parametrize("lease", [None, "2"])
 def test_a_lease_that_ran_out_before_the_change_committed_lets_the_retry_run(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    lease: str | None,
 ) -> None:
     """The other side of the crash: the process died before the change committed, so nothing
-    was made and the retry makes it (once)."""
+    was made, and once its lease (``CARDKEEP_IDEMPOTENCY_LEASE``, 60 s by default) is over the
+    retry makes it, once."""
+    env = {} if lease is None else {"CARDKEEP_IDEMPOTENCY_LEASE": lease}
+    settings = replace(from_env(env), data_dir=Path("/nonexistent"), card_schemes=("VISA",))
+    world = World(settings=settings)
+    seconds = float(lease or LEASE.total_seconds())
     api, _ = world.clients()
-    now = world.clock.now()
     scope, fingerprint = world.account.id, _fingerprint(world, "/setup-intents", SI_FIELDS)
-    with world.storage.transaction(write=True) as uow:
-        assert uow.idempotency.claim(scope, "k1", fingerprint, now, now + LEASE)
-        uow.commit()
+    # What the process that died left: the running key, no setup intent.
+    assert world.api.services.idempotency.begin(scope, "k1", fingerprint).outcome is Begin.RUN
+    world.advance(seconds=seconds - 0.5)
     held = post(api, "/setup-intents", "k1", SI_FIELDS)
     assert held.json()["code"] == "idempotency_in_progress"
-    world.advance(seconds=LEASE.total_seconds() + 1)
+    world.advance(seconds=1)
     ran = post(api, "/setup-intents", "k1", SI_FIELDS)
     assert ran.status_code == 200, ran.text
     assert "idempotent-replayed" not in ran.headers
     _replayed(ran, post(api, "/setup-intents", "k1", SI_FIELDS))
     assert list(world.storage.tables.setup_intents) == [ran.json()["id"]]
+
+
+def test_the_lease_setting_is_seconds_between_0_and_a_day() -> None:
+    assert from_env({"CARDKEEP_IDEMPOTENCY_LEASE": "0.5"}).idempotency_lease == 0.5
+    for bad in ("0", "x", "86400"):
+        with pytest.raises(SettingsError, match="IDEMPOTENCY_LEASE"):
+            from_env({"CARDKEEP_IDEMPOTENCY_LEASE": bad})
 
 
 def _fingerprint(world: World, path: str, body: Any) -> str:

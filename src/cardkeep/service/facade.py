@@ -33,7 +33,7 @@ class Services:
         changes = Changes(ctx.storage, ctx.event_id)
         sis = SetupIntents(ctx, changes)
         pis = PaymentIntents(ctx, changes)
-        idempotency = Idempotency(ctx.storage, ctx.clock)
+        idempotency = Idempotency(ctx.storage, ctx.clock, lease=ctx.policy.idempotency_lease)
         sweeper = Sweeper(ctx, sis, pis, idempotency)
         beats = heartbeats or Heartbeats(ctx.clock)
         return cls(ctx, Accounts(ctx), sis, pis, sweeper, card_schemes, beats, idempotency)
