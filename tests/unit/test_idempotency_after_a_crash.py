@@ -20,7 +20,8 @@ import pytest
 
 from cardkeep.config import SettingsError, from_env
 from cardkeep.domain.errors import IdempotencyInProgress
-from cardkeep.service.idempotency import LEASE, Begin, Idempotency
+from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.service.idempotency import LEASE, Begin, Idempotency, RecoveryPoint
 from cardkeep.service.setup_intents import NewSetupIntent
 from cardkeep.web.idempotency import HeldKey, Seal
 from tests.merchant import SI_FIELDS, card
@@ -111,8 +112,8 @@ def test_a_payment_intent_create_is_not_run_twice(
 ) -> None:
     api, _ = world.clients()
     si_id = world.authorized()
-    body = {"amount": {"value": 1000, "currencyCode": "GBP"}, "reference": "fee"}
-    body["setupIntentId"] = si_id  # type: ignore[assignment]
+    amount = {"value": 1000, "currencyCode": "GBP"}
+    body = {"amount": amount, "reference": "fee", "setupIntentId": si_id}
     first, again = _retried(world, monkeypatch, lambda: post(api, "/payment-intents", "k1", body))
     _replayed(first, again)
     assert list(world.storage.tables.payment_intents) == [first.json()["id"]]
@@ -220,7 +221,7 @@ def test_a_run_whose_key_another_run_answered_meanwhile_rolls_its_change_back(
         assert uow.idempotency.claim(scope, "k1", fingerprint, now, now + LEASE)
         uow.commit()
     held = HeldKey(Seal(world.idempotency_secret), scope, "k1", fingerprint)
-    point = held.point(lambda made: {"id": made[0].id})
+    point: RecoveryPoint[tuple[SetupIntent, str]] = held.point(lambda made: {"id": made[0].id})
     cmd = NewSetupIntent("ref", "terms", "NoShow")
     sis = world.services.setup_intents
     first, _ = sis.create(world.account, cmd, point)
