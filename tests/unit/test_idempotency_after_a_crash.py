@@ -229,3 +229,17 @@ def test_a_run_whose_key_another_run_answered_meanwhile_rolls_its_change_back(
         sis.create(world.account, cmd, point)
     assert list(world.storage.tables.setup_intents) == [first.id]
     assert [e.data["setupIntentId"] for e in world.storage.tables.outbox] == [first.id]
+
+
+def test_a_key_past_retention_is_a_new_key_and_before_it_another_request_is_422(
+    world: World,
+) -> None:
+    api, _ = world.clients()
+    first = post(api, "/setup-intents", "k1", SI_FIELDS)
+    other = {**SI_FIELDS, "reference": "other"}
+    assert post(api, "/setup-intents", "k1", other).json()["code"] == "idempotency_key_mismatch"
+    world.advance(hours=24, seconds=1)  # retention is over: the key is free again
+    again = post(api, "/setup-intents", "k1", other)
+    assert again.status_code == 200, again.text
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first.json()["id"]
