@@ -121,7 +121,8 @@ class World:
         self.clock = FixedClock()
         self.acquirer = acquirer or SandboxAcquirer(StorageLedger(self.storage, self.clock))
         self.vault = Vault(VaultKey("k1", os.urandom(32)))
-        secret = os.urandom(32)  # the Idempotency-Key seal's, kept outside any database
+        # The Idempotency-Key seal's, kept outside any database.
+        self.idempotency_secret = secret = os.urandom(32)
         self.webhook_seams = WebhookSeams(secret=os.urandom(32), resolver=self.resolve)
         self.dns: dict[str, list[str]] = {"localhost": ["127.0.0.1"]}
         self.heartbeats = Heartbeats(self.clock)

@@ -99,6 +99,7 @@ def _policy(settings: Settings) -> Policy:
         recovery_after=timedelta(seconds=settings.recovery_after),
         acquirer_timeout=timedelta(seconds=settings.effective_acquirer_timeout),
         sweep_interval=timedelta(seconds=settings.sweep_interval),
+        idempotency_lease=timedelta(seconds=settings.idempotency_lease),
     )
 
 

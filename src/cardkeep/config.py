@@ -58,6 +58,9 @@ class Settings:
     allow_prod_on_sandbox_acquirer: bool = False
     sweep_interval: float = 5.0
     recovery_after: float = 30.0
+    # How long a running Idempotency-Key holds off retries of its request (real time): a retry
+    # after the process running it died waits this long before it runs.
+    idempotency_lease: float = 60.0
     # The hard timeout of an acquirer call (real time); must be shorter than recovery_after, so
     # recovery never re-sends while the first call may still be in flight. None: the default.
     acquirer_timeout: float | None = None
@@ -166,6 +169,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("dispatch_interval", "DISPATCH_INTERVAL"),
         ("recovery_after", "RECOVERY_AFTER"),
         ("acquirer_timeout", "ACQUIRER_TIMEOUT"),
+        ("idempotency_lease", "IDEMPOTENCY_LEASE"),
         ("db_connect_timeout", "DB_CONNECT_TIMEOUT"),
         ("db_statement_timeout", "DB_STATEMENT_TIMEOUT"),
         ("header_timeout", "HEADER_TIMEOUT"),
@@ -201,6 +205,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         "sweep_interval",
         "recovery_after",
         "acquirer_timeout",
+        "idempotency_lease",
         "db_connect_timeout",
         "db_statement_timeout",
         "header_timeout",

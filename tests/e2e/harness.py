@@ -42,9 +42,11 @@ __all__ = [
     "VERSION",
     "Merchant",
     "Server",
+    "alive",
     "card",
     "free_port",
     "run_server",
+    "workers_of",
 ]
 
 
@@ -131,6 +133,32 @@ class Server:
 
     def log_text(self) -> str:
         return self.log_path.read_text("utf-8", errors="replace")
+
+
+def workers_of(parent: int) -> set[int]:
+    """The worker processes of ``parent`` (not multiprocessing's resource tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def read_ports(data_dir: Path, pid: int) -> tuple[int, int] | None:

@@ -14,33 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.harness import Merchant, read_ports, run_server
-
-
-def workers_of(parent: int) -> set[int]:
-    """The worker processes of ``parent`` (not multiprocessing's resource tracker)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"spawn_main" in cmdline:
-            found.add(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+from tests.e2e.harness import Merchant, alive, read_ports, run_server, workers_of
 
 
 def wait_until(what: str, check: object, timeout: float = 20) -> None:

@@ -21,7 +21,7 @@ from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import Status as PI
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SI
-from cardkeep.service.ports import Storage
+from cardkeep.service.ports import Storage, StoredResponse
 from cardkeep.storage import postgres, sqlite
 from cardkeep.storage.memory import MemoryStorage
 from cardkeep.storage.migrations import load as load_migrations
@@ -289,3 +289,27 @@ def test_an_id_no_engine_can_store_names_nothing(storage: Storage) -> None:
         assert uow.payment_intents.get(ACCOUNT.id, "pi_\x00") is None
         assert uow.accounts.get("acc_\x00") is None
         assert not uow.vault.holds("vt_\x00")
+
+
+def test_an_idempotency_key_is_completed_once_and_only_in_a_committed_transaction(
+    storage: Storage,
+) -> None:
+    """A recovery point completes the key in the transaction of the change: a rollback leaves it
+    running; once completed, no other run (same fingerprint or not) completes it again."""
+    lease = T0 + timedelta(seconds=60)
+    answer = StoredResponse(200, "application/json", b"sealed answer")
+    with storage.transaction(write=True) as uow:
+        assert uow.idempotency.claim(ACCOUNT.id, "k", "fp", T0, lease)
+        uow.commit()
+    with storage.transaction(write=True) as uow:
+        assert uow.idempotency.complete(ACCOUNT.id, "k", "fp", answer)  # then rolled back
+    with storage.transaction(write=True) as uow:
+        assert not uow.idempotency.complete(ACCOUNT.id, "k", "other", answer)
+        assert not uow.idempotency.complete(ACCOUNT.id, "missing", "fp", answer)
+        assert uow.idempotency.complete(ACCOUNT.id, "k", "fp", answer)
+        uow.commit()
+    with storage.transaction(write=True) as uow:
+        assert not uow.idempotency.complete(ACCOUNT.id, "k", "fp", answer)
+        found = uow.idempotency.get(ACCOUNT.id, "k")
+    assert found is not None
+    assert (found.done, found.leased_until, found.response) == (True, None, answer)

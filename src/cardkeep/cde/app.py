@@ -6,6 +6,8 @@ endpoint answer ``not_implemented`` until they are built. Any other path is 404.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
@@ -13,6 +15,7 @@ from starlette.types import ASGIApp
 from cardkeep.cde.card_request import read_card
 from cardkeep.cde.intake import CardIntake
 from cardkeep.domain.errors import ValidationFailed
+from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.service.facade import Services
 from cardkeep.web import requests, responses
 from cardkeep.web.body import repeated_keys
@@ -29,6 +32,9 @@ def create_pci_app(services: Services, intake: CardIntake, seal: Seal) -> ASGIAp
     schemes = services.card_schemes
     accepted = frozenset(schemes)
 
+    def render(si: SetupIntent) -> dict[str, Any]:
+        return responses.setup_intent_json(si, schemes)
+
     async def create(call: Call) -> Response:
         assert call.account is not None
         errors: Errors = {}
@@ -41,8 +47,8 @@ def create_pci_app(services: Services, intake: CardIntake, seal: Seal) -> ASGIAp
             raise ValidationFailed(
                 errors or {"CardDetails": ["The CardDetails field is required."]}
             )
-        si = await call.run(intake.create, call.account, cmd, card)
-        return call.ok(responses.setup_intent_json(si, schemes))
+        point = call.recovery_point(render)  # the answer commits with the setup intent
+        return call.ok(render(await call.run(intake.create, call.account, cmd, card, point)))
 
     routes: list[BaseRoute] = [
         health_route(services),

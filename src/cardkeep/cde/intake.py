@@ -20,6 +20,7 @@ from cardkeep.domain.card import CardOnFile, Expiry
 from cardkeep.domain.errors import Unavailable
 from cardkeep.domain.ids import IdFactory
 from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.service.idempotency import RecoveryPoint
 from cardkeep.service.ports import UnitOfWork
 from cardkeep.service.setup_intents import (
     CardApproved,
@@ -64,7 +65,13 @@ class CardIntake:
         self._acquirer = acquirer
         self._ids = ids
 
-    def create(self, account: Account, cmd: NewSetupIntent, card: CardInput) -> SetupIntent:
+    def create(
+        self,
+        account: Account,
+        cmd: NewSetupIntent,
+        card: CardInput,
+        point: RecoveryPoint[SetupIntent] | None = None,
+    ) -> SetupIntent:
         draft = self._sis.prepare(account, cmd)  # a bad request never reaches the acquirer
         now = draft.created_at
         on_file = CardOnFile(
@@ -77,7 +84,7 @@ class CardIntake:
             vault_token=None,
         )
         outcome = self._verify(account, card, on_file, now)
-        return self._sis.create_with_card(draft, outcome)
+        return self._sis.create_with_card(draft, outcome, point)
 
     def _attempt(
         self,

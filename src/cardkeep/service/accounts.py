@@ -12,6 +12,7 @@ from cardkeep.domain.account import Account, Mode
 from cardkeep.domain.errors import NotFound, SandboxOnly, Unauthorized, ValidationFailed
 from cardkeep.domain.ids import Prefix
 from cardkeep.service.context import Context, secret_hash
+from cardkeep.service.idempotency import RecoveryPoint, kept
 
 MAX_ADVANCE_SECONDS = 315_360_000
 KEY_PREFIXES = ("sk_sandbox_", "sk_prod_")
@@ -54,7 +55,12 @@ class Accounts:
         self._sandbox_only(account)
         return self._ctx.now(account), account.clock_offset_us // 1_000_000
 
-    def advance_clock(self, account: Account, seconds: int) -> tuple[datetime, int]:
+    def advance_clock(
+        self,
+        account: Account,
+        seconds: int,
+        point: RecoveryPoint[tuple[datetime, int]] | None = None,
+    ) -> tuple[datetime, int]:
         self._sandbox_only(account)
         if not 1 <= seconds <= MAX_ADVANCE_SECONDS:
             raise ValidationFailed.one(
@@ -73,9 +79,10 @@ class Accounts:
                     f"it has moved {current.clock_offset_us // 1_000_000} seconds so far.",
                 )
             uow.accounts.set_clock_offset(account.id, offset)
+            moved = Account(account.id, account.name, account.mode, account.created_at, offset)
+            answer = kept(point, uow, (self._ctx.now(moved), offset // 1_000_000))
             uow.commit()
-        moved = Account(account.id, account.name, account.mode, account.created_at, offset)
-        return self._ctx.now(moved), offset // 1_000_000
+        return answer
 
     @staticmethod
     def _sandbox_only(account: Account) -> None:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from cardkeep.domain.account import Account
 from cardkeep.domain.ids import IdFactory, Prefix
+from cardkeep.service.idempotency import LEASE
 from cardkeep.service.ports import Charger, Clock, Storage
 
 
@@ -29,6 +30,8 @@ class Policy:
     # An acquirer answer that takes longer than this (real time) counts as unknown: recovery asks
     # again with the same key, after ``recovery_after``, which is longer.
     acquirer_timeout: timedelta = timedelta(seconds=10)
+    # A running Idempotency-Key's lease (real time): how long a retry waits for the first run.
+    idempotency_lease: timedelta = LEASE
     sweep_batch: int = 200
     sweep_accounts: int = 1000  # accounts one worker leases per sweep
     # The sandbox clock's total offset may not exceed 100 years (CONTRACT §7.3).

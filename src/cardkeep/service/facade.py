@@ -41,7 +41,7 @@ class Services:
         changes = Changes(ctx.storage, ctx.event_id)
         sis = SetupIntents(ctx, changes)
         pis = PaymentIntents(ctx, changes)
-        idempotency = Idempotency(ctx.storage, ctx.clock)
+        idempotency = Idempotency(ctx.storage, ctx.clock, lease=ctx.policy.idempotency_lease)
         sweeper = Sweeper(ctx, sis, pis, idempotency)
         beats = heartbeats or Heartbeats(ctx.clock)
         webhooks = Webhooks(ctx, box, destinations)

@@ -36,6 +36,7 @@ from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.service import money_movement
 from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context
+from cardkeep.service.idempotency import RecoveryPoint, kept
 from cardkeep.service.money_movement import Claimed, Movement
 from cardkeep.service.ports import ChargeOutcome, ChargeRequest, ChargeResult, UnitOfWork
 
@@ -237,7 +238,12 @@ class PaymentIntents:
 
     # -- create and read ----------------------------------------------------------------------
 
-    def create(self, account: Account, cmd: NewPaymentIntent) -> PaymentIntent:
+    def create(
+        self,
+        account: Account,
+        cmd: NewPaymentIntent,
+        point: RecoveryPoint[PaymentIntent] | None = None,
+    ) -> PaymentIntent:
         ctx = self._ctx
         if cmd.amount.currency_code not in ctx.policy.currencies:
             raise ValidationFailed.one(
@@ -269,7 +275,7 @@ class PaymentIntents:
                 extras=dict(cmd.extras or {}),
             )
             self._changes.insert(uow, pi)
-            return pi
+            return kept(point, uow, pi)
 
         return self._changes.decide(attempt)
 

@@ -30,6 +30,7 @@ from cardkeep.domain.money import Money
 from cardkeep.domain.setup_intent import ClientSecret, SetupIntent, Status
 from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context, secret_hash
+from cardkeep.service.idempotency import RecoveryPoint, kept
 from cardkeep.service.ports import UnitOfWork
 
 
@@ -74,13 +75,22 @@ class SetupIntents:
 
     # -- create -------------------------------------------------------------------------------
 
-    def create(self, account: Account, cmd: NewSetupIntent) -> tuple[SetupIntent, str]:
-        """A Created intent and its one-time client session secret (returned in plaintext once)."""
+    def create(
+        self,
+        account: Account,
+        cmd: NewSetupIntent,
+        point: RecoveryPoint[tuple[SetupIntent, str]] | None = None,
+    ) -> tuple[SetupIntent, str]:
+        """A Created intent and its one-time client session secret (returned in plaintext once).
+
+        ``point`` (every use case that commits a change takes one) writes the request's answer
+        onto its Idempotency-Key in the same transaction (``service.idempotency``)."""
         now = self._ctx.now(account)
         record, secret = self._new_secret(now)
         si = replace(self._draft(account, cmd, now), secret=record)
         with self._ctx.storage.transaction(write=True) as uow:
             self._changes.insert(uow, si)
+            kept(point, uow, (si, secret))
             uow.commit()
         return si, secret
 
@@ -90,7 +100,12 @@ class SetupIntents:
         The PCI create calls this before it sends anything to the acquirer."""
         return self._draft(account, cmd, self._ctx.now(account))
 
-    def create_with_card(self, draft: SetupIntent, outcome: CardOutcome) -> SetupIntent:
+    def create_with_card(
+        self,
+        draft: SetupIntent,
+        outcome: CardOutcome,
+        point: RecoveryPoint[SetupIntent] | None = None,
+    ) -> SetupIntent:
         """The PCI create: the draft (Created) fires authorize, decline or card_expired_at_entry,
         and is saved once, in the status that leaves it (one ``setup_intent.created``)."""
         now, attempt = draft.created_at, outcome.attempt
@@ -108,6 +123,7 @@ class SetupIntents:
             if isinstance(outcome, CardApproved):
                 outcome.keep(uow)
             self._changes.insert(uow, si)
+            kept(point, uow, si)
             uow.commit()
         return si
 
@@ -195,10 +211,15 @@ class SetupIntents:
         self._changes.save(uow, si, fresh)
         return fresh, secret
 
-    def refresh_secret(self, account: Account, si_id: str) -> tuple[SetupIntent, str]:
+    def refresh_secret(
+        self,
+        account: Account,
+        si_id: str,
+        point: RecoveryPoint[tuple[SetupIntent, str]] | None = None,
+    ) -> tuple[SetupIntent, str]:
         def attempt(uow: UnitOfWork) -> tuple[SetupIntent, str]:
             si = self._load(uow, account, si_id)
-            return self._refresh(uow, si, self._ctx.now(account))
+            return kept(point, uow, self._refresh(uow, si, self._ctx.now(account)))
 
         return self._changes.decide(attempt)
 
@@ -228,7 +249,12 @@ class SetupIntents:
         self._check_secret(si, secret, self._ctx.now(owner), allow_expired=False)
         return self.get(owner, si_id)
 
-    def refresh_public_secret(self, si_id: str, secret: str) -> tuple[SetupIntent, str]:
+    def refresh_public_secret(
+        self,
+        si_id: str,
+        secret: str,
+        point: RecoveryPoint[tuple[SetupIntent, str]] | None = None,
+    ) -> tuple[SetupIntent, str]:
         si, owner = self._by_secret(si_id)
         self._check_secret(si, secret, self._ctx.now(owner), allow_expired=True)
 
@@ -236,7 +262,7 @@ class SetupIntents:
             current = self._load(uow, owner, si_id)
             now = self._ctx.now(owner)
             self._check_secret(current, secret, now, allow_expired=True)
-            return self._refresh(uow, current, now)
+            return kept(point, uow, self._refresh(uow, current, now))
 
         return self._changes.decide(attempt)
 

@@ -321,12 +321,14 @@ class _Idempotency:
         )
         return True
 
-    def complete(self, scope: str, key: str, fingerprint: str, response: StoredResponse) -> None:
+    def complete(self, scope: str, key: str, fingerprint: str, response: StoredResponse) -> bool:
         found = self._t.idempotency.get((scope, key))
-        if found is not None and found.fingerprint == fingerprint and not found.done:
-            self._t.idempotency[scope, key] = replace(
-                found, done=True, leased_until=None, response=response
-            )
+        if found is None or found.fingerprint != fingerprint or found.done:
+            return False
+        self._t.idempotency[scope, key] = replace(
+            found, done=True, leased_until=None, response=response
+        )
+        return True
 
     def release(self, scope: str, key: str, fingerprint: str) -> None:
         found = self._t.idempotency.get((scope, key))

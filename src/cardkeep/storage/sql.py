@@ -452,10 +452,11 @@ class Idempotency:
         ).fetchone()
         return row is not None
 
-    def complete(self, scope: str, key: str, fingerprint: str, response: StoredResponse) -> None:
-        self._db.execute(
+    def complete(self, scope: str, key: str, fingerprint: str, response: StoredResponse) -> bool:
+        row = self._db.execute(
             "UPDATE idempotency_keys SET state = ?, status = ?, media_type = ?, body = ?,"
-            " leased_until_us = NULL WHERE scope = ? AND key = ? AND fingerprint = ? AND state = ?",
+            " leased_until_us = NULL WHERE scope = ? AND key = ? AND fingerprint = ? AND state = ?"
+            " RETURNING scope",
             (
                 DONE,
                 response.status,
@@ -466,7 +467,8 @@ class Idempotency:
                 fingerprint,
                 RUNNING,
             ),
-        )
+        ).fetchone()
+        return row is not None
 
     def release(self, scope: str, key: str, fingerprint: str) -> None:
         self._db.execute(

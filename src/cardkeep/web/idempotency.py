@@ -3,7 +3,11 @@
 It wraps the handler of every POST that carries the header: ``service.idempotency`` decides whether
 the request runs, is answered from its stored answer (``Idempotent-Replayed: true``), or is refused
 (422 for a key used with another request, 409 while the first one runs); after it runs, its final
-answer is kept or the key forgotten. What is stored is safe at rest: the request as a keyed
+answer is kept or the key forgotten. A handler whose use case commits a change passes it the
+``recovery_point`` of its ``Call`` (``HeldKey.point``): the use case writes the rendered, sealed
+answer onto the key in the transaction of the change, so a retry after a crash between that commit
+and the step's own completion replays it instead of running the change again
+(``service.idempotency``). What is stored is safe at rest: the request as a keyed
 fingerprint (HMAC-SHA256 of the method, path and canonical JSON body, without any CV2), and the
 answer sealed with AES-256-GCM bound to its scope and key, both keys derived from a secret kept
 outside the database (``keyfiles``).
@@ -15,7 +19,8 @@ import hashlib
 import hmac
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 from cryptography.hazmat.primitives import hashes
@@ -26,14 +31,16 @@ from starlette.responses import Response
 
 from cardkeep.domain.errors import IdempotencyInProgress, IdempotencyKeyMismatch, ValidationFailed
 from cardkeep.logs import get_logger
-from cardkeep.service.idempotency import Begin, Idempotency
-from cardkeep.service.ports import StoredResponse
+from cardkeep.service.idempotency import Begin, Idempotency, RecoveryPoint
+from cardkeep.service.ports import StoredResponse, UnitOfWork
+from cardkeep.web.responses import JSON, json_body
 
 HEADER = "idempotency-key"
 MAX_KEY = 255
 _CVV_NAMES = frozenset({"cv2", "cvv", "cvc"})
 
 log = get_logger("cardkeep.idempotency")
+T = TypeVar("T")
 
 
 class Seal:
@@ -92,6 +99,27 @@ def read_key(header: str | None) -> str | None:
 Run = Callable[[], Awaitable[Response]]
 
 
+@dataclass(frozen=True)
+class HeldKey:
+    """The running key of the request being handled: what its recovery point completes."""
+
+    seal: Seal
+    scope: str
+    key: str
+    fingerprint: str
+
+    def point(self, render: Callable[[T], Any]) -> RecoveryPoint[T]:
+        """A recovery point that keeps ``render(result)`` as the request's 200 answer, sealed,
+        exactly as the handler will send it (``json_body``)."""
+
+        def keep(uow: UnitOfWork, result: T) -> None:
+            sealed = self.seal.seal(self.scope, self.key, json_body(render(result)))
+            stored = StoredResponse(200, JSON, sealed)
+            Idempotency.keep(uow, self.scope, self.key, self.fingerprint, stored)
+
+        return keep
+
+
 class IdempotencyStep:
     """Wraps a POST handler (and its ProblemDetails) with Idempotency-Key."""
 
@@ -124,6 +152,7 @@ class IdempotencyStep:
             raise IdempotencyInProgress(
                 "A request with this Idempotency-Key is still running; retry shortly."
             )
+        call.held_key = HeldKey(self._seal, scope, key, fingerprint)
         response = await run()
         stored = StoredResponse(
             response.status_code,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -23,15 +23,18 @@ from starlette.routing import Route
 from cardkeep.domain.account import Account
 from cardkeep.domain.errors import CardDataNotAccepted, NotFound, Unauthorized
 from cardkeep.domain.ids import MAX_PATH_ID_LENGTH
+from cardkeep.service.idempotency import RecoveryPoint
 from cardkeep.web.body import decode_json, read_body
 from cardkeep.web.card_guard import contains_card_fields, pan_field
 from cardkeep.web.credentials import basic_credential, missing_credential_detail
+from cardkeep.web.idempotency import HeldKey
 from cardkeep.web.problems import problem_for
 from cardkeep.web.release import resolve_release
 from cardkeep.web.responses import json_response
 from cardkeep.web.trace import trace_id_of
 
 AuthMode = Literal["key", "raw"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,8 +48,9 @@ class Call:
     account: Account | None = None
     body: Any = None
     raw_body: bytes = b""
-    # Set by the Idempotency-Key step: names the request's key to the use cases.
+    # Set by the Idempotency-Key step: names the request's key to the use cases, and holds it.
     idempotency_token: str | None = None
+    held_key: HeldKey | None = None
 
     def param(self, name: str) -> str:
         return str(self.request.path_params[name])
@@ -57,6 +61,12 @@ class Call:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking service code (storage, acquirer) off the event loop."""
         return await run_in_threadpool(fn, *args)
+
+    def recovery_point(self, render: Callable[[T], Any]) -> RecoveryPoint[T] | None:
+        """For a use case that commits a change: writes this request's answer (``render`` of
+        what the use case made) onto its Idempotency-Key in the same transaction; None without
+        a key. The handler answers ``ok(render(result))``, the same bytes."""
+        return None if self.held_key is None else self.held_key.point(render)
 
     def ok(self, data: Any) -> Response:
         return json_response(data, release=self.release)

@@ -23,14 +23,21 @@ from cardkeep.domain.timefmt import iso, iso_seconds
 from cardkeep.domain.webhooks import Delivery, Subscription
 from cardkeep.service.payment_intents import ChargeAnswer
 
+JSON = "application/json"
+
+
+def json_body(data: Any) -> bytes:
+    """The bytes of a JSON answer (what ``json_response`` sends, and a recovery point keeps)."""
+    return msgspec.json.encode(data)
+
 
 def json_response(data: Any, *, release: str | None = None, status: int = 200) -> Response:
     headers = {"version": release} if release else None
     return Response(
-        msgspec.json.encode(data),
+        json_body(data),
         status_code=status,
         headers=headers,
-        media_type="application/json",
+        media_type=JSON,
     )
 
 

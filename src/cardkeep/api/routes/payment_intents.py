@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cardkeep.api.routes.params import flag
 from cardkeep.domain.errors import NotFound
-from cardkeep.domain.payment_intent import Status
+from cardkeep.domain.payment_intent import PaymentIntent, Status
 from cardkeep.service.facade import Services
 from cardkeep.web import requests, responses
 from cardkeep.web.pipeline import Call, Edge
@@ -20,10 +22,13 @@ def routes(edge: Edge, services: Services) -> list[Route]:
     pis = services.payment_intents
     schemes = services.card_schemes
 
+    def render(pi: PaymentIntent) -> dict[str, Any]:
+        return responses.payment_intent_json(pi, schemes)
+
     async def create(call: Call) -> Response:
         cmd = requests.payment_intent_command(call.body)
-        pi = await call.run(pis.create, call.account, cmd)
-        return call.ok(responses.payment_intent_json(pi, schemes))
+        point = call.recovery_point(render)
+        return call.ok(render(await call.run(pis.create, call.account, cmd, point)))
 
     async def get(call: Call) -> Response:
         show_canceled = flag(call.query("returnCanceled"), "returnCanceled")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -17,10 +20,13 @@ def routes(edge: Edge, services: Services) -> list[Route]:
         now, offset = await call.run(accounts.clock, call.account)
         return call.ok(responses.clock_json(now, offset))
 
+    def render(moved: tuple[datetime, int]) -> dict[str, Any]:
+        return responses.clock_json(*moved)
+
     async def advance(call: Call) -> Response:
         seconds = requests.advance_seconds(call.body)
-        now, offset = await call.run(accounts.advance_clock, call.account, seconds)
-        return call.ok(responses.clock_json(now, offset))
+        point = call.recovery_point(render)  # a retry after a crash never moves it twice
+        return call.ok(render(await call.run(accounts.advance_clock, call.account, seconds, point)))
 
     return [
         edge.route("/sandbox/clock", {"GET": read}),
