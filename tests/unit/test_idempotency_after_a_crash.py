@@ -119,6 +119,20 @@ def test_a_payment_intent_create_is_not_run_twice(
     assert list(world.storage.tables.payment_intents) == [first.json()["id"]]
 
 
+def test_webhook_subscription_writes_are_not_run_twice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, _ = world.clients()
+    body = {"events": ["setup_intent.created"], "url": "http://localhost:9/hook"}
+    first, again = _retried(world, monkeypatch, lambda: post(api, "/webhooks", "k1", body))
+    _replayed(first, again)  # one subscription, and the secret that works
+    assert list(world.storage.tables.subscriptions) == [first.json()["id"]]
+    path = f"/webhooks/{first.json()['id']}/secrets"
+    first, again = _retried(world, monkeypatch, lambda: post(api, path, "k2"))
+    _replayed(first, again)
+    assert len(api.get(path).json()["secrets"]) == 2  # not a conflict: one secret was added
+
+
 def test_a_secret_refresh_is_not_run_twice(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     api, _ = world.clients()
     si_id = api.post("/setup-intents", json=SI_FIELDS).json()["id"]

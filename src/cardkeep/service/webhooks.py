@@ -18,6 +18,7 @@ from cardkeep.domain.errors import InvalidState, NotFound, ValidationFailed
 from cardkeep.domain.ids import Prefix
 from cardkeep.domain.webhooks import Delivery, DeliveryStatus, Secret, Subscription
 from cardkeep.service.context import Context
+from cardkeep.service.idempotency import RecoveryPoint, kept
 from cardkeep.service.ports import (
     Destinations,
     SealedSecret,
@@ -41,7 +42,12 @@ class Webhooks:
     # -- subscriptions ---------------------------------------------------------------------
 
     def create(
-        self, account: Account, events: object, url: object, description: object = None
+        self,
+        account: Account,
+        events: object,
+        url: object,
+        description: object = None,
+        point: RecoveryPoint[Subscription] | None = None,
     ) -> Subscription:
         names = rules.check_events(events)
         text = self._url(account, url)
@@ -62,6 +68,7 @@ class Webhooks:
             rules.check_subscription_count(len(mine))
             rules.check_unique_url(text, [self._open(s) for s in mine])
             uow.webhooks.add(self._sealed(sub))
+            kept(point, uow, sub)
             uow.commit()
         return sub
 
@@ -110,9 +117,14 @@ class Webhooks:
 
     # -- secrets ---------------------------------------------------------------------------
 
-    def add_secret(self, account: Account, sub_id: str) -> Subscription:
+    def add_secret(
+        self, account: Account, sub_id: str, point: RecoveryPoint[Subscription] | None = None
+    ) -> Subscription:
         return self._change_secrets(
-            account, sub_id, lambda s, now: s.add_secret(self._new_secret(now, active=False))
+            account,
+            sub_id,
+            lambda s, now: s.add_secret(self._new_secret(now, active=False)),
+            point,
         )
 
     def activate_secret(self, account: Account, sub_id: str, secret_id: str) -> Subscription:
@@ -126,12 +138,14 @@ class Webhooks:
         account: Account,
         sub_id: str,
         change: Callable[[Subscription, datetime], Subscription],
+        point: RecoveryPoint[Subscription] | None = None,
     ) -> Subscription:
         with self._ctx.storage.transaction(write=True) as uow:
             now = self._ctx.now(account)
             current = self._open(self._stored(uow, account, sub_id))
             updated = replace(change(current, now), updated_at=now)
             uow.webhooks.save(self._sealed(updated))
+            kept(point, uow, updated)
             uow.commit()
         return updated
 
@@ -171,7 +185,9 @@ class Webhooks:
         page = rows[:limit]
         return page, (page[-1].id if len(rows) > limit else None)
 
-    def replay(self, account: Account, delivery_id: str) -> Delivery:
+    def replay(
+        self, account: Account, delivery_id: str, point: RecoveryPoint[Delivery] | None = None
+    ) -> Delivery:
         with self._ctx.storage.transaction(write=True) as uow:
             found = uow.deliveries.get(account.id, delivery_id)
             if found is None:
@@ -179,8 +195,9 @@ class Webhooks:
             if uow.webhooks.get(account.id, found.subscription_id) is None:
                 raise InvalidState("The delivery's subscription was deleted; nothing to send to.")
             again = uow.deliveries.replay(account.id, delivery_id, self._ctx.now(account))
+            assert again is not None
+            kept(point, uow, again)
             uow.commit()
-        assert again is not None
         return again
 
     def replay_ids(self, delivery_ids: list[str]) -> list[Delivery]:

@@ -52,8 +52,9 @@ def routes(edge: Edge, services: Services) -> list[Route]:
 
     async def create(call: Call) -> Response:
         body = _body(call, required=("events", "url"))
+        point = call.recovery_point(responses.subscription_json)  # commits with the subscription
         sub = await call.run(
-            hooks.create, call.account, body["events"], body["url"], body.get("description")
+            hooks.create, call.account, body["events"], body["url"], body.get("description"), point
         )
         return call.ok(responses.subscription_json(sub))
 
@@ -80,7 +81,8 @@ def routes(edge: Edge, services: Services) -> list[Route]:
         return call.ok(responses.secrets_json(sub))
 
     async def add_secret(call: Call) -> Response:
-        sub = await call.run(hooks.add_secret, call.account, call.param("sub"))
+        point = call.recovery_point(responses.secrets_json)
+        sub = await call.run(hooks.add_secret, call.account, call.param("sub"), point)
         return call.ok(responses.secrets_json(sub))
 
     async def activate(call: Call) -> Response:
@@ -108,7 +110,8 @@ def routes(edge: Edge, services: Services) -> list[Route]:
         return call.ok(responses.deliveries_json(page, after))
 
     async def replay(call: Call) -> Response:
-        delivery = await call.run(hooks.replay, call.account, call.param("whd"))
+        point = call.recovery_point(responses.delivery_json)
+        delivery = await call.run(hooks.replay, call.account, call.param("whd"), point)
         return call.ok(responses.delivery_json(delivery))
 
     return [
