@@ -25,6 +25,8 @@ class Receiver:
     url: str
     posts: list[Received] = field(default_factory=list)
     script: list[int] = field(default_factory=list)  # statuses to answer first, in order
+    # Or: the status for a POST, given it and every POST before it (after the script is used up).
+    policy: Callable[[Received, list[Received]], int] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait_for(
@@ -49,16 +51,17 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             rec: Receiver = state["receiver"]
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            post = Received(
+                self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
+            )
             with rec.lock:
-                rec.posts.append(
-                    Received(
-                        self.path,
-                        {k.lower(): v for k, v in self.headers.items()},
-                        body,
-                        time.time(),
-                    )
-                )
-                status = rec.script.pop(0) if rec.script else 204
+                if rec.script:
+                    status = rec.script.pop(0)
+                elif rec.policy is not None:
+                    status = rec.policy(post, rec.posts)
+                else:
+                    status = 204
+                rec.posts.append(post)
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -66,7 +69,10 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *args: Any) -> None:
             return None
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 256  # a dispatcher's burst of concurrent POSTs is not refused
+
+    server = Server(("127.0.0.1", 0), Handler)
     state["receiver"] = Receiver(f"http://127.0.0.1:{server.server_address[1]}/hook")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
