@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from cardkeep.bootstrap import build_api, build_dispatcher
 from cardkeep.domain.account import Account, Mode
 from cardkeep.domain.errors import UrlNotAllowed
 from cardkeep.domain.money import Money
@@ -119,3 +129,98 @@ def test_an_attempt_whose_lease_was_taken_over_is_not_recorded(listener: Listene
     world.advance(days=1)
     assert asyncio.run(world.dispatcher.run_once()) == 0
     assert listener.connections == 1
+
+
+def _self_signed(tmp_path: Path, host: str) -> tuple[Path, Path]:
+    """A certificate for ``host`` (and its key), signed by itself: the receiver's and the CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_a_prod_delivery_reaches_a_local_tls_receiver_by_name(tmp_path: Path) -> None:
+    """With the CA file configured and loopback allow-listed, a prod delivery connects to the
+    address it checked and still speaks TLS to the URL's host: the certificate for hooks.test
+    verifies, and the receiver sees ``Host: hooks.test``."""
+    cert, key = _self_signed(tmp_path, "hooks.test")
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            seen.append(self.headers["Host"])
+            self.send_response(204)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    port = int(httpd.server_address[1])
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        world = World()
+        world.dns["hooks.test"] = ["127.0.0.1"]
+        settings = replace(
+            world.settings, webhook_allow=("127.0.0.0/8",), webhook_ca_file=str(cert)
+        )
+        api = build_api(
+            settings,
+            storage=world.storage,
+            clock=world.clock,
+            charger=world.pci.charger,
+            idempotency_secret=world.idempotency_secret,
+            webhooks=world.webhook_seams,
+        )
+        prod, _ = api.services.accounts.create("prod", Mode.PROD)
+        url = f"https://hooks.test:{port}/in"
+        api.services.webhooks.create(prod, ["setup_intent.created"], url)
+        _created(world, prod)
+        dispatcher = build_dispatcher(
+            settings, world.storage, clock=world.clock, webhooks=world.webhook_seams
+        )
+        assert asyncio.run(dispatcher.run_once()) == 1
+        (delivery,), _ = api.services.webhooks.deliveries(prod)
+        assert (delivery.status, delivery.last_response_status) == (DeliveryStatus.DELIVERED, 204)
+        assert seen == [f"hooks.test:{port}"]
+        untrusting = build_dispatcher(  # without the CA file the certificate does not verify
+            replace(settings, webhook_ca_file=None),
+            world.storage,
+            clock=world.clock,
+            webhooks=world.webhook_seams,
+        )
+        _created(world, prod)
+        assert asyncio.run(untrusting.run_once()) == 1
+        (failed,) = [d for d in api.services.webhooks.deliveries(prod)[0] if d.id != delivery.id]
+        assert failed.status is DeliveryStatus.PENDING
+        assert "ConnectError" in (failed.last_error or "")
+        assert len(seen) == 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
