@@ -50,7 +50,10 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             rec: Receiver = state["receiver"]
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            length = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(length)
+            if len(body) < length:
+                return  # the sender died mid-request (a killed dispatcher): nothing arrived
             post = Received(
                 self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
             )
