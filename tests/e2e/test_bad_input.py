@@ -34,7 +34,7 @@ from tests.bad_input import (
     guard,
     problem,
 )
-from tests.e2e.harness import APPROVED_CARD, SI_FIELDS, VERSION, Merchant, Server, card
+from tests.e2e.harness import APPROVED_CARD, SI_FIELDS, VERSION, Merchant, Server, card, http_client
 
 # -- fixtures --------------------------------------------------------------------------------------
 
@@ -50,8 +50,8 @@ def merchant(merchant: Merchant) -> Merchant:
 def bare(server: Server) -> Iterator[dict[str, httpx.Client]]:
     """Clients per listener with no default headers at all."""
     clients = {
-        "api": guard(httpx.Client(base_url=server.api_url, timeout=30)),
-        "pci": guard(httpx.Client(base_url=server.pci_url, timeout=30)),
+        "api": guard(http_client(server.api_url)),
+        "pci": guard(http_client(server.pci_url)),
     }
     yield clients
     for c in clients.values():

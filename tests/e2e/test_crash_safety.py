@@ -31,7 +31,16 @@ import pytest
 from cardkeep.domain.payment_intent import Status as PI
 from cardkeep.domain.setup_intent import Status as SI
 from cardkeep.storage import codec
-from tests.e2e.harness import SI_FIELDS, VERSION, Server, alive, card, run_server, workers_of
+from tests.e2e.harness import (
+    SI_FIELDS,
+    VERSION,
+    Server,
+    alive,
+    card,
+    http_client,
+    run_server,
+    workers_of,
+)
 from tests.postgres import private_cluster
 
 pytestmark = pytest.mark.slow
@@ -149,7 +158,7 @@ class Merchant:
                 client.close()
             headers = {"Authorization": f"Basic {self.run.target.key}", "version": VERSION}
             self.clients = {
-                name: httpx.Client(base_url=url, headers=headers, timeout=20)
+                name: http_client(url, headers, timeout=20)
                 for name, url in (("api", server.api_url), ("pci", server.pci_url))
             }
             self.generation = generation
@@ -253,7 +262,7 @@ def settle_and_check(server: Server, run: Run, key: str) -> None:
         )
     }
     headers = {"Authorization": f"Basic {key}", "version": VERSION}
-    with httpx.Client(base_url=server.api_url, headers=headers, timeout=20) as api:
+    with http_client(server.api_url, headers, timeout=20) as api:
         charged: dict[str, str] = {}  # setup intent id -> the charge answer's status
         pi_of = {flow: body["id"] for kind, flow, body in run.acks if kind == "pi"}
         si_of = {flow: body["id"] for kind, flow, body in run.acks if kind == "si"}

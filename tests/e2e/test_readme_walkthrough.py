@@ -17,10 +17,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.harness import APPROVED_CARD, VERSION, run_server
+from tests.e2e.harness import APPROVED_CARD, VERSION, http_client, run_server
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 WALKTHROUGH = "## Walkthrough"
@@ -159,7 +158,7 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
         assert charge == {"paymentIntentId": pi_id, "status": "Successful", "message": "DEPOSITED"}
 
         headers = {"Authorization": f"Basic {key}", "version": VERSION}
-        with httpx.Client(base_url=server.api_url, headers=headers, timeout=10) as api:
+        with http_client(server.api_url, headers, timeout=10) as api:
             si = api.get(f"/setup-intents/{si_id}").json()
             assert si["status"] == "Completed"
             assert si["paymentDetails"]["card"]["cardNumber"] == MASKED_CARD
