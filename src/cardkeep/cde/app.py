@@ -1,7 +1,8 @@
 """create_pci_app: the PCI listener (Dojo's pci-api.dojo.tech), the cardholder-data environment.
 
-Serves the card-carrying setup-intent create and health; the hosted card page and its card
-endpoint answer ``not_implemented`` until they are built. Any other path is 404.
+Serves the card-carrying setup-intent create, the hosted page's card endpoint (a card for a setup
+intent created on the API listener, authorized by its client session secret) and health; the
+hosted card page itself answers ``not_implemented`` until it is built. Any other path is 404.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from starlette.types import ASGIApp
 
 from cardkeep.cde.card_request import read_card
 from cardkeep.cde.intake import CardIntake
-from cardkeep.domain.errors import ValidationFailed
+from cardkeep.domain.errors import ClientSecretInvalid, ValidationFailed
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.service.facade import Services
 from cardkeep.web import requests, responses
@@ -50,15 +51,39 @@ def create_pci_app(services: Services, intake: CardIntake, seal: Seal) -> ASGIAp
         point = call.recovery_point(render)  # the answer commits with the setup intent
         return call.ok(render(await call.run(intake.create, call.account, cmd, card, point)))
 
+    def render_public(si: SetupIntent) -> dict[str, Any]:
+        return responses.setup_intent_json(si, schemes, public=True)
+
+    async def add_card(call: Call) -> Response:
+        """``POST /setup-intents/public/{id}/card`` (CONTRACT §9): only the client session
+        secret authorizes it, never an account key."""
+        secret = call.credential
+        if secret is None or secret.startswith("sk_"):
+            raise ClientSecretInvalid(
+                "Send the client session secret as Authorization: Basic <secret>."
+            )
+        errors: Errors = {}
+        for path in repeated_keys(call.raw_body, "cardDetails"):
+            add(errors, path, f"The {path} field appears more than once.")
+        card = read_card(call.body, errors, accepted, services.ctx.clock.now())
+        consent = isinstance(call.body, dict) and any(
+            k.lower() == "mitconsentgiven" for k in call.body
+        )
+        if not consent:  # the page's checkbox: a card kept for later charges needs it
+            add(errors, "MitConsentGiven", "The MitConsentGiven field is required.")
+        if card is None or errors:
+            raise ValidationFailed(
+                errors or {"CardDetails": ["The CardDetails field is required."]}
+            )
+        point = call.recovery_point(render_public)  # the answer commits with the card
+        si = await call.run(intake.add_card, call.param("si"), secret, card, point)
+        return call.ok(render_public(si))
+
     routes: list[BaseRoute] = [
         health_route(services),
         edge.route("/setup-intents", {"POST": create}),
         Route("/setup/{si}", not_implemented("The hosted card page"), methods=["GET"]),
-        Route(
-            "/setup-intents/public/{si}/card",
-            not_implemented("The hosted card page's card endpoint"),
-            methods=["POST"],
-        ),
+        edge.route("/setup-intents/public/{si}/card", {"POST": add_card}, auth="raw"),
         Route("/metrics", not_implemented("Metrics"), methods=["GET"]),
     ]
     return assemble(routes, "pci")

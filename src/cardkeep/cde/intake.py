@@ -86,6 +86,28 @@ class CardIntake:
         outcome = self._verify(account, card, on_file, now)
         return self._sis.create_with_card(draft, outcome, point)
 
+    def add_card(
+        self,
+        si_id: str,
+        secret: str,
+        card: CardInput,
+        point: RecoveryPoint[SetupIntent] | None = None,
+    ) -> SetupIntent:
+        """The hosted page's card endpoint: the same verification and vault as ``create``, for
+        a setup intent created on the API listener, authorized by its client session secret."""
+        _, owner, now = self._sis.open_for_card(si_id, secret)  # refused before the acquirer
+        on_file = CardOnFile(
+            masked_number=card.pan.masked,
+            last4=card.pan.last4,
+            scheme=card.pan.scheme,
+            funding_type=None,
+            expiry=card.expiry,
+            cardholder_name=card.name,
+            vault_token=None,
+        )
+        outcome = self._verify(owner, card, on_file, now)
+        return self._sis.add_card(si_id, secret, owner, outcome, point)
+
     def _attempt(
         self,
         now: datetime,

@@ -22,6 +22,7 @@ from cardkeep.domain.errors import (
     ClientSecretExpired,
     ClientSecretInvalid,
     ClientSecretUsed,
+    InvalidState,
     NotFound,
     ValidationFailed,
 )
@@ -263,6 +264,76 @@ class SetupIntents:
             now = self._ctx.now(owner)
             self._check_secret(current, secret, now, allow_expired=True)
             return kept(point, uow, self._refresh(uow, current, now))
+
+        return self._changes.decide(attempt)
+
+    # -- the hosted page's card endpoint ------------------------------------------------------
+
+    def open_for_card(self, si_id: str, secret: str) -> tuple[SetupIntent, Account, datetime]:
+        """The Created intent a client session secret may add a card to, its account and the
+        account's now; checked before anything is sent to the acquirer."""
+        si, owner = self._by_secret(si_id)
+        now = self._ctx.now(owner)
+        self._check_secret(si, secret, now, allow_expired=False)
+        if si.status is not Status.CREATED:
+            raise InvalidState(
+                f"The setup intent is {si.public_status.value}; a card can only be added to a "
+                "Created setup intent."
+            )
+        return si, owner, now
+
+    def add_card(
+        self,
+        si_id: str,
+        secret: str,
+        owner: Account,
+        outcome: CardOutcome,
+        point: RecoveryPoint[SetupIntent] | None = None,
+    ) -> SetupIntent:
+        """A card through the hosted page (CONTRACT §9): authorize (the secret is consumed),
+        decline (the intent stays Created) or card_expired_at_entry; a decline or an expired card
+        is a failed attempt, and the fifth consumes the secret. The secret is checked again in
+        the transaction, so of two submissions only one is recorded."""
+
+        def attempt(uow: UnitOfWork) -> SetupIntent:
+            current = self._load(uow, owner, si_id)
+            now = self._ctx.now(owner)
+            self._check_secret(current, secret, now, allow_expired=False)
+            record = current.secret
+            assert record is not None
+            made = outcome.attempt
+            recorded: dict[str, Any] = {
+                "payment_details": made,
+                "setup_events": (*current.setup_events, made),
+            }
+            failures = record.failed_attempts + 1
+            failed = replace(
+                record,
+                failed_attempts=failures,
+                used=failures >= self._ctx.policy.client_secret_max_failures,
+            )
+            match outcome:
+                case CardApproved():
+                    used = replace(record, used=True)
+                    new = sim.transition(
+                        current,
+                        sim.Event.AUTHORIZE,
+                        now,
+                        card=outcome.card,
+                        secret=used,
+                        **recorded,
+                    )
+                    outcome.keep(uow)
+                case CardDeclined():
+                    new = sim.transition(current, sim.Event.DECLINE, now, secret=failed, **recorded)
+                case CardPastExpiry():
+                    new = sim.transition(
+                        current, sim.Event.CARD_EXPIRED_AT_ENTRY, now, secret=failed, **recorded
+                    )
+                case _:
+                    assert_never(outcome)
+            self._changes.save(uow, current, new)
+            return kept(point, uow, new)
 
         return self._changes.decide(attempt)
 
