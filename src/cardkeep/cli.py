@@ -178,6 +178,42 @@ def accounts_list(data_dir: Path | None, database_url: str | None) -> None:
             click.echo(f"{account.id}\t{account.mode.value}\t{account.name}")
 
 
+@accounts.command("origins")
+@click.argument("account_id")
+@click.argument("origins", nargs=-1)
+@click.option("--clear", is_flag=True, help="Remove every origin the account lists.")
+@data_dir_option
+@database_url_option
+def accounts_origins(
+    account_id: str,
+    origins: tuple[str, ...],
+    clear: bool,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Show or set (replacing) the web origins allowed to frame the hosted card page and receive
+    its outcome, e.g. https://shop.example.com. Prod accounts list https:// origins only; a
+    sandbox account that lists none allows http://localhost and http://127.0.0.1 on any port.
+    (The hosted page that uses them is not built yet.)"""
+    from cardkeep.bootstrap import Runtime
+    from cardkeep.domain.origins import effective
+
+    if clear and origins:
+        raise click.UsageError("give ORIGIN... or --clear, not both")
+    with Runtime.open(_settings(data_dir=data_dir, database_url=database_url)) as runtime:
+        accounts = runtime.services.accounts
+        try:
+            if origins or clear:
+                accounts.set_origins(account_id, list(origins))
+            account, listed = accounts.origins(account_id)
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+    for origin in effective(listed, account.mode):
+        click.echo(origin)
+    if not listed and account.mode is Mode.SANDBOX:
+        click.echo("(none set: the sandbox default)", err=True)
+
+
 @main.group()
 def webhooks() -> None:
     """Deliver webhooks, replay them, watch them go out."""

@@ -133,6 +133,7 @@ def test_help_of_every_command_exits_0() -> None:
         ["accounts"],
         ["accounts", "create"],
         ["accounts", "list"],
+        ["accounts", "origins"],
         ["webhooks"],
         ["webhooks", "dispatch"],
         ["webhooks", "replay"],
@@ -195,3 +196,24 @@ def test_port_0_reports_the_real_ports_in_the_banner_and_ports_json(tmp_path: Pa
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
+
+
+def test_accounts_origins_shows_sets_and_clears(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    created = cardkeep("accounts", "create", "shop", *data)
+    assert created.returncode == 0, created.stderr
+    account = created.stderr.split()[3]
+    shown = cardkeep("accounts", "origins", account, *data)
+    assert shown.stdout.split() == ["http://localhost:*", "http://127.0.0.1:*"]
+    assert "sandbox default" in shown.stderr
+    set_ = cardkeep("accounts", "origins", account, "HTTPS://Shop.example/", *data)
+    assert set_.returncode == 0, set_.stderr
+    assert set_.stdout.split() == ["https://shop.example"]
+    bad = cardkeep("accounts", "origins", account, "https://shop.example/path", *data)
+    assert bad.returncode == 1
+    assert "scheme://host[:port]" in bad.stderr
+    cleared = cardkeep("accounts", "origins", account, "--clear", *data)
+    assert cleared.stdout.split() == ["http://localhost:*", "http://127.0.0.1:*"]
+    missing = cardkeep("accounts", "origins", "acc_nope", *data)
+    assert missing.returncode == 1
+    assert "No account with id acc_nope." in missing.stderr

@@ -313,3 +313,14 @@ def test_an_idempotency_key_is_completed_once_and_only_in_a_committed_transactio
         found = uow.idempotency.get(ACCOUNT.id, "k")
     assert found is not None
     assert (found.done, found.leased_until, found.response) == (True, None, answer)
+
+
+def test_an_accounts_origins_round_trip(storage: Storage) -> None:
+    with storage.transaction(write=False) as uow:
+        assert uow.accounts.origins(ACCOUNT.id) == ()
+    with storage.transaction(write=True) as uow:
+        uow.accounts.set_origins(ACCOUNT.id, ("https://a.example", "http://localhost:3000"))
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        assert uow.accounts.origins(ACCOUNT.id) == ("https://a.example", "http://localhost:3000")
+        assert uow.accounts.origins("acc_nope") == ()

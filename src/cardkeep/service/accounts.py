@@ -6,8 +6,10 @@ Keys are random, shown once, stored only as SHA-256 hashes and compared in const
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from datetime import datetime
 
+from cardkeep.domain import origins
 from cardkeep.domain.account import Account, Mode
 from cardkeep.domain.errors import NotFound, SandboxOnly, Unauthorized, ValidationFailed
 from cardkeep.domain.ids import Prefix
@@ -39,6 +41,25 @@ class Accounts:
     def list(self) -> list[Account]:
         with self._ctx.storage.transaction(write=False) as uow:
             return uow.accounts.list()
+
+    def origins(self, account_id: str) -> tuple[Account, tuple[str, ...]]:
+        """The account and the origins it lists (empty: none set)."""
+        with self._ctx.storage.transaction(write=False) as uow:
+            account = uow.accounts.get(account_id)
+            if account is None:
+                raise NotFound(f"No account with id {account_id}.")
+            return account, uow.accounts.origins(account_id)
+
+    def set_origins(self, account_id: str, wanted: Sequence[str]) -> tuple[str, ...]:
+        """Replace the account's origins (normalised); an empty list clears them."""
+        with self._ctx.storage.transaction(write=True) as uow:
+            account = uow.accounts.get(account_id)
+            if account is None:
+                raise NotFound(f"No account with id {account_id}.")
+            normal = origins.normalise_all(wanted, account.mode)
+            uow.accounts.set_origins(account_id, normal)
+            uow.commit()
+        return normal
 
     def authenticate(self, key: str) -> Account:
         if not key.startswith(KEY_PREFIXES):

@@ -46,6 +46,7 @@ class _Tables:
     subscriptions: dict[str, StoredSubscription] = field(default_factory=dict)
     # delivery id -> (delivery, real-time lease end or None)
     deliveries: dict[str, tuple[Delivery, datetime | None]] = field(default_factory=dict)
+    origins: dict[str, tuple[str, ...]] = field(default_factory=dict)  # account id -> origins
 
     def copy(self) -> _Tables:
         return _Tables(
@@ -60,6 +61,7 @@ class _Tables:
             list(self.outbox),
             dict(self.subscriptions),
             dict(self.deliveries),
+            dict(self.origins),
         )
 
 
@@ -147,6 +149,13 @@ class _Accounts:
     def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
         account_id = self._t.keys.get(key_hash)
         return (key_hash, self._t.accounts[account_id]) if account_id else None
+
+    def origins(self, account_id: str) -> tuple[str, ...]:
+        return self._t.origins.get(account_id, ())
+
+    def set_origins(self, account_id: str, origins: tuple[str, ...]) -> None:
+        if account_id in self._t.accounts:
+            self._t.origins[account_id] = origins
 
     def set_clock_offset(self, account_id: str, offset_us: int) -> None:
         a = self._t.accounts[account_id]

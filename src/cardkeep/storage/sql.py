@@ -141,6 +141,17 @@ class Accounts:
         ).fetchone()
         return (row[0], _account(row[1:])) if row else None
 
+    def origins(self, account_id: str) -> tuple[str, ...]:
+        row = self._db.execute(
+            "SELECT allowed_origins FROM accounts WHERE id = ?", (account_id,)
+        ).fetchone()
+        return tuple(o for o in str(row[0]).split(",") if o) if row else ()
+
+    def set_origins(self, account_id: str, origins: tuple[str, ...]) -> None:
+        self._db.execute(
+            "UPDATE accounts SET allowed_origins = ? WHERE id = ?", (",".join(origins), account_id)
+        )
+
     def set_clock_offset(self, account_id: str, offset_us: int) -> None:
         self._db.execute(
             "UPDATE accounts SET clock_offset_us = ? WHERE id = ? AND clock_offset_us <= ?",
