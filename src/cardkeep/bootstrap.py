@@ -103,15 +103,18 @@ def _policy(settings: Settings) -> Policy:
     )
 
 
+def _outside_db(given: bytes | None, path: Path, env_name: str, env_value: str | None) -> bytes:
+    """A key kept outside the database: the one passed in (tests), else the environment
+    variable or the key file in the data directory (generated on first use)."""
+    if given is not None:
+        return given
+    return load_or_create(path, env_name=env_name, env_value=env_value)
+
+
 def webhook_box(settings: Settings, key: bytes | None = None) -> AesSecretBox:
     """The seal of webhook secrets, keyed with a secret kept outside the database."""
-    if key is None:
-        key = load_or_create(
-            settings.data_dir / WEBHOOK_KEY_FILE,
-            env_name="CARDKEEP_WEBHOOK_KEY",
-            env_value=settings.webhook_key,
-        )
-    return AesSecretBox(key)
+    path = settings.data_dir / WEBHOOK_KEY_FILE
+    return AesSecretBox(_outside_db(key, path, "CARDKEEP_WEBHOOK_KEY", settings.webhook_key))
 
 
 def destination_rules(settings: Settings, resolver: Resolver | None = None) -> DestinationRules:
@@ -207,13 +210,9 @@ class ApiSide:
 
 def _seal(settings: Settings, secret: bytes | None) -> Seal:
     """The Idempotency-Key seal, keyed with a secret kept outside the database."""
-    if secret is None:
-        secret = load_or_create(
-            settings.data_dir / IDEMPOTENCY_KEY_FILE,
-            env_name="CARDKEEP_IDEMPOTENCY_KEY",
-            env_value=settings.idempotency_key,
-        )
-    return Seal(secret)
+    path = settings.data_dir / IDEMPOTENCY_KEY_FILE
+    env = settings.idempotency_key
+    return Seal(_outside_db(secret, path, "CARDKEEP_IDEMPOTENCY_KEY", env))
 
 
 def _check_vault_key(storage: Storage, vault: Vault) -> None:

@@ -54,9 +54,9 @@ def test_description_and_limits() -> None:
     with pytest.raises(Conflict):
         wh.check_subscription_count(20)
     sub = _subscription()
-    wh.check_unique_url("https://example.com/other", [sub])
+    wh.check_unique_url("https://example.com/other", [sub.url])
     with pytest.raises(Conflict):
-        wh.check_unique_url(sub.url, [sub])
+        wh.check_unique_url(sub.url, [sub.url])
 
 
 def test_secrets_rotate_one_active_at_most_two() -> None:

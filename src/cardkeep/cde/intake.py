@@ -74,16 +74,7 @@ class CardIntake:
     ) -> SetupIntent:
         draft = self._sis.prepare(account, cmd)  # a bad request never reaches the acquirer
         now = draft.created_at
-        on_file = CardOnFile(
-            masked_number=card.pan.masked,
-            last4=card.pan.last4,
-            scheme=card.pan.scheme,
-            funding_type=None,
-            expiry=card.expiry,
-            cardholder_name=card.name,
-            vault_token=None,
-        )
-        outcome = self._verify(account, card, on_file, now)
+        outcome = self._verify(account, card, now)
         return self._sis.create_with_card(draft, outcome, point)
 
     def add_card(
@@ -96,16 +87,7 @@ class CardIntake:
         """The hosted page's card endpoint: the same verification and vault as ``create``, for
         a setup intent created on the API listener, authorized by its client session secret."""
         _, owner, now = self._sis.open_for_card(si_id, secret)  # refused before the acquirer
-        on_file = CardOnFile(
-            masked_number=card.pan.masked,
-            last4=card.pan.last4,
-            scheme=card.pan.scheme,
-            funding_type=None,
-            expiry=card.expiry,
-            cardholder_name=card.name,
-            vault_token=None,
-        )
-        outcome = self._verify(owner, card, on_file, now)
+        outcome = self._verify(owner, card, now)
         return self._sis.add_card(si_id, secret, owner, outcome, point)
 
     def _attempt(
@@ -118,9 +100,17 @@ class CardIntake:
     ) -> AuthAttempt:
         return AuthAttempt(self._ids.uuid4(), now, event_type, message, code, card)
 
-    def _verify(
-        self, account: Account, card: CardInput, on_file: CardOnFile, now: datetime
-    ) -> CardOutcome:
+    def _verify(self, account: Account, card: CardInput, now: datetime) -> CardOutcome:
+        """Check the card's expiry, then ask the acquirer; seal the PAN only when approved."""
+        on_file = CardOnFile(
+            masked_number=card.pan.masked,
+            last4=card.pan.last4,
+            scheme=card.pan.scheme,
+            funding_type=None,
+            expiry=card.expiry,
+            cardholder_name=card.name,
+            vault_token=None,
+        )
         declined = AttemptType.DECLINED
         if card.expiry.is_expired(now):
             return CardPastExpiry(self._attempt(now, declined, CARD_EXPIRED, None, on_file))

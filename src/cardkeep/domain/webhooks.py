@@ -133,8 +133,9 @@ def check_subscription_count(existing: int) -> None:
         raise Conflict(f"An account has at most {MAX_SUBSCRIPTIONS} webhook subscriptions.")
 
 
-def check_unique_url(url: str, others: Sequence[Subscription]) -> None:
-    if any(other.url == url for other in others):
+def check_unique_url(url: str, taken: Sequence[str]) -> None:
+    """``taken``: the URLs the account's subscriptions already use."""
+    if url in taken:
         raise Conflict("A subscription to this URL exists already.")
 
 

@@ -69,6 +69,24 @@ class CardPastExpiry:
 CardOutcome = CardApproved | CardDeclined | CardPastExpiry
 
 
+def _with_card_outcome(
+    si: SetupIntent, outcome: CardOutcome, now: datetime, **changes: Any
+) -> SetupIntent:
+    """Fire the event a card's outcome means for a Created intent (authorize, decline or
+    card_expired_at_entry), recording the attempt and, when approved, the card."""
+    attempt = outcome.attempt
+    changes |= {"payment_details": attempt, "setup_events": (*si.setup_events, attempt)}
+    match outcome:
+        case CardApproved():
+            return sim.transition(si, sim.Event.AUTHORIZE, now, card=outcome.card, **changes)
+        case CardDeclined():
+            return sim.transition(si, sim.Event.DECLINE, now, **changes)
+        case CardPastExpiry():
+            return sim.transition(si, sim.Event.CARD_EXPIRED_AT_ENTRY, now, **changes)
+        case _:
+            assert_never(outcome)
+
+
 class SetupIntents:
     def __init__(self, ctx: Context, changes: Changes) -> None:
         self._ctx = ctx
@@ -109,17 +127,7 @@ class SetupIntents:
     ) -> SetupIntent:
         """The PCI create: the draft (Created) fires authorize, decline or card_expired_at_entry,
         and is saved once, in the status that leaves it (one ``setup_intent.created``)."""
-        now, attempt = draft.created_at, outcome.attempt
-        recorded: dict[str, Any] = {"payment_details": attempt, "setup_events": (attempt,)}
-        match outcome:
-            case CardApproved():
-                si = sim.transition(draft, sim.Event.AUTHORIZE, now, card=outcome.card, **recorded)
-            case CardDeclined():
-                si = sim.transition(draft, sim.Event.DECLINE, now, **recorded)
-            case CardPastExpiry():
-                si = sim.transition(draft, sim.Event.CARD_EXPIRED_AT_ENTRY, now, **recorded)
-            case _:
-                assert_never(outcome)
+        si = _with_card_outcome(draft, outcome, draft.created_at)
         with self._ctx.storage.transaction(write=True) as uow:
             if isinstance(outcome, CardApproved):
                 outcome.keep(uow)
@@ -301,37 +309,14 @@ class SetupIntents:
             self._check_secret(current, secret, now, allow_expired=False)
             record = current.secret
             assert record is not None
-            made = outcome.attempt
-            recorded: dict[str, Any] = {
-                "payment_details": made,
-                "setup_events": (*current.setup_events, made),
-            }
-            failures = record.failed_attempts + 1
-            failed = replace(
-                record,
-                failed_attempts=failures,
-                used=failures >= self._ctx.policy.client_secret_max_failures,
-            )
-            match outcome:
-                case CardApproved():
-                    used = replace(record, used=True)
-                    new = sim.transition(
-                        current,
-                        sim.Event.AUTHORIZE,
-                        now,
-                        card=outcome.card,
-                        secret=used,
-                        **recorded,
-                    )
-                    outcome.keep(uow)
-                case CardDeclined():
-                    new = sim.transition(current, sim.Event.DECLINE, now, secret=failed, **recorded)
-                case CardPastExpiry():
-                    new = sim.transition(
-                        current, sim.Event.CARD_EXPIRED_AT_ENTRY, now, secret=failed, **recorded
-                    )
-                case _:
-                    assert_never(outcome)
+            if isinstance(outcome, CardApproved):
+                secret_after = replace(record, used=True)
+                outcome.keep(uow)
+            else:  # a failed attempt; the last one allowed uses the secret up
+                failures = record.failed_attempts + 1
+                limit = self._ctx.policy.client_secret_max_failures
+                secret_after = replace(record, failed_attempts=failures, used=failures >= limit)
+            new = _with_card_outcome(current, outcome, now, secret=secret_after)
             self._changes.save(uow, current, new)
             return kept(point, uow, new)
 

@@ -66,7 +66,7 @@ class Webhooks:
         with self._ctx.storage.transaction(write=True) as uow:
             mine = uow.webhooks.list(account.id)
             rules.check_subscription_count(len(mine))
-            rules.check_unique_url(text, [self._open(s) for s in mine])
+            rules.check_unique_url(text, [s.url for s in mine])  # no secret opened
             uow.webhooks.add(self._sealed(sub))
             kept(point, uow, sub)
             uow.commit()
