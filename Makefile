@@ -11,7 +11,7 @@ LOCK_VENV := .venv-lock
 PIP_TOOLS ?= pip-tools==7.6.2
 LOCK_ARGS ?=
 
-.PHONY: install lock run test quick lint coverage bench clean
+.PHONY: install lock run test quick lint coverage bench clean browser-check
 
 # A new .venv with exactly the pinned, hash-checked set from the lock file (nothing left over
 # from an older lock), then cardkeep itself (editable, no deps). `pip check` fails the install
@@ -53,14 +53,20 @@ lint: $(STAMP)
 COVER_GATED := --include='src/cardkeep/domain/*,src/cardkeep/service/*'
 IN_PROCESS  := tests/unit tests/integration tests/contract
 
-test: lint
+# The browser tests drive Debian's chromium (a downloaded browser does not work here); without it
+# the run stops before anything else, with one line naming the package.
+CHROMIUM := /usr/bin/chromium
+browser-check:
+	@test -x $(CHROMIUM) || { echo "make test needs Debian's chromium package ($(CHROMIUM)): apt-get install chromium" >&2; exit 1; }
+
+test: browser-check lint
 	$(BIN)/pytest -n 2 --cov --cov-report= $(PYTEST_ARGS) $(IN_PROCESS)
 	$(BIN)/coverage report $(COVER_GATED) --skip-covered --fail-under=95
 	@echo "coverage of everything the in-process suites reach: $$($(BIN)/coverage report --format=total) %"
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS) tests/e2e
 
 # Day-to-day: lint and every test not marked slow (the race, crash and outage suites are slow).
-quick: lint
+quick: browser-check lint
 	$(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS) $(IN_PROCESS) tests/e2e
 
 # The full branch-coverage report of the in-process suites, file by file.
