@@ -11,7 +11,7 @@ LOCK_VENV := .venv-lock
 PIP_TOOLS ?= pip-tools==7.6.2
 LOCK_ARGS ?=
 
-.PHONY: install lock run test quick lint coverage bench clean browser-check
+.PHONY: install lock run test quick lint coverage bench clean browser-check axe
 
 # A new .venv with exactly the pinned, hash-checked set from the lock file (nothing left over
 # from an older lock), then cardkeep itself (editable, no deps). `pip check` fails the install
@@ -59,14 +59,25 @@ CHROMIUM := /usr/bin/chromium
 browser-check:
 	@test -x $(CHROMIUM) || { echo "make test needs Debian's chromium package ($(CHROMIUM)): apt-get install chromium" >&2; exit 1; }
 
-test: browser-check lint
+# axe-core (the accessibility test injects it into the hosted card page), pinned by
+# tests/e2e/browser/package-lock.json; reinstalled with `npm ci` when the lock file is newer.
+BROWSER_JS := tests/e2e/browser
+AXE        := $(BROWSER_JS)/node_modules/axe-core/axe.min.js
+$(AXE): $(BROWSER_JS)/package.json $(BROWSER_JS)/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs npm for axe-core: apt-get install npm" >&2; exit 1; }
+	npm ci --prefix $(BROWSER_JS) --no-audit --no-fund
+	touch $(AXE)
+
+axe: $(AXE)
+
+test: browser-check axe lint
 	$(BIN)/pytest -n 2 --cov --cov-report= $(PYTEST_ARGS) $(IN_PROCESS)
 	$(BIN)/coverage report $(COVER_GATED) --skip-covered --fail-under=95
 	@echo "coverage of everything the in-process suites reach: $$($(BIN)/coverage report --format=total) %"
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS) tests/e2e
 
 # Day-to-day: lint and every test not marked slow (the race, crash and outage suites are slow).
-quick: browser-check lint
+quick: browser-check axe lint
 	$(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS) $(IN_PROCESS) tests/e2e
 
 # The full branch-coverage report of the in-process suites, file by file.
@@ -79,4 +90,4 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
+	rm -rf $(VENV) $(LOCK_VENV) $(BROWSER_JS)/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
