@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from tests.e2e.browser.parent_site import SHOP_NAME, ParentSite, Shop
 from tests.e2e.harness import Server, run_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -60,3 +61,41 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     the page; the Dojo-flow test runs on both engines through ``server``)."""
     with run_server(tmp_path_factory.mktemp("cardkeep-browser")) as srv:
         yield srv
+
+
+AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's source, installed by `make test` (npm ci from package-lock.json here)."""
+    if not AXE.exists():
+        pytest.fail(
+            f"axe-core is not installed ({AXE} is missing): run `make axe` "
+            "(npm ci --prefix tests/e2e/browser)",
+            pytrace=False,
+        )
+    return AXE.read_text("utf-8")
+
+
+@pytest.fixture
+def shop(sqlite_server: Server) -> Iterator[Shop]:
+    """A new sandbox account (with no origins set: the sandbox default) on the page tests'
+    server; each test gets its own, so moving its clock touches no other test."""
+    s = Shop(sqlite_server, SHOP_NAME)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def allowed_site() -> Iterator[ParentSite]:
+    """A parent site on 127.0.0.1, an origin the sandbox default allows."""
+    with ParentSite("127.0.0.1") as site:
+        yield site
+
+
+@pytest.fixture
+def foreign_site() -> Iterator[ParentSite]:
+    """A parent site on 127.0.0.2, an origin the sandbox default does not allow."""
+    with ParentSite("127.0.0.2") as site:
+        yield site
