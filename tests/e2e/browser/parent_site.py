@@ -17,7 +17,7 @@ import httpx
 from playwright.sync_api import Frame, Page
 
 from cardkeep.bootstrap import Runtime
-from tests.e2e.harness import SI_FIELDS, Merchant, Server, http_client
+from tests.e2e.harness import SI_FIELDS, VERSION, Merchant, Server, http_client
 
 # Sandbox test cards (README "Sandbox cards").
 APPROVED = "5200 0000 0000 1005"
@@ -79,7 +79,10 @@ class Shop:
         self, si: dict[str, Any], number: str, expiry: str = FUTURE_EXPIRY, secret: str = ""
     ) -> httpx.Response:
         """What the page's script sends, straight to the card endpoint."""
-        headers = {"Authorization": f"Basic {secret or si['clientSessionSecret']}"}
+        headers = {
+            "Authorization": f"Basic {secret or si['clientSessionSecret']}",
+            "version": VERSION,
+        }
         body = {
             "cardDetails": {
                 "cardNumber": number.replace(" ", ""),
