@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Request, expect
 
 from tests.e2e.harness import VERSION, Server, free_port, http_client
 
@@ -96,6 +96,60 @@ def fill_card(page: Page) -> None:
     frame.locator("#number").fill(APPROVED)
     frame.locator("#expiry").fill("12/30")
     frame.locator("#cvv").fill("123")
+
+
+def test_a_card_saved_in_the_frame_reaches_the_demo_and_the_no_show_fee_is_charged(
+    page: Page, demo: Demo
+) -> None:
+    to_demo: list[Request] = []
+    page.on("request", lambda r: to_demo.append(r) if r.url.startswith(demo.url) else None)
+    si_id = book(page, demo)
+
+    fill_card(page)
+    page.frame_locator("#card-frame").locator("#consent").check()
+    page.frame_locator("#card-frame").locator("#submit").click()
+
+    # The page's message reached the parent, which checked its origin and shows the outcome.
+    outcome = page.locator("#outcome")
+    expect(outcome).to_have_attribute("data-outcome", "authorized")
+    expect(outcome).to_have_attribute("data-status", "Authorized")
+    expect(outcome).to_have_text("Card saved")
+    expect(page.locator("#si-status")).to_have_text("Authorized")
+    assert demo.setup_intent_status(si_id) == "Authorized"
+
+    page.click("#charge")
+    page.wait_for_url(BOOKING_URL)
+    expect(page.locator("#pi-status")).to_have_text("Captured")
+    expect(page.locator("#si-status")).to_have_text("Completed")
+    expect(page.locator("#problem")).to_have_count(0)
+    assert demo.setup_intent_status(si_id) == "Completed"
+
+    # The card went to the PCI listener only: nothing the browser sent the demo carries it.
+    digits = APPROVED.replace(" ", "")
+    for request in to_demo:
+        sent = request.url + (request.post_data or "")
+        assert digits not in sent.replace(" ", "").replace("+", "").replace("%20", "")
+
+
+def test_without_consent_the_card_form_does_not_submit(page: Page, sqlite_demo: Demo) -> None:
+    card_posts: list[str] = []
+    page.on(
+        "request",
+        lambda r: card_posts.append(r.url) if r.method == "POST" and "/card" in r.url else None,
+    )
+    si_id = book(page, sqlite_demo)
+
+    fill_card(page)
+    frame = page.frame_locator("#card-frame")
+    frame.locator("#submit").click()
+
+    expect(frame.locator("#consent-error")).to_be_visible()
+    expect(frame.locator("#consent-error")).not_to_be_empty()
+    expect(frame.locator("body")).not_to_have_attribute("data-outcome", re.compile(".*"))
+    assert card_posts == []
+    expect(page.locator("#outcome")).to_be_empty()
+    expect(page.locator("#outcome")).not_to_have_attribute("data-outcome", re.compile(".*"))
+    assert sqlite_demo.setup_intent_status(si_id) == "Created"
 
 
 def test_charging_before_a_card_is_on_file_shows_cardkeeps_problem(
