@@ -66,6 +66,11 @@
       outcome.dataset.outcome = data.outcome;
       outcome.dataset.status = String(data.status);
     }
+    if (data.outcome !== "declined") {
+      // The link is used up (or the card expired): a fresh one would not help this booking.
+      var refresh = document.getElementById("refresh");
+      if (refresh && refresh.form) refresh.form.hidden = true;
+    }
     refreshStatus(root);
   });
 })();
