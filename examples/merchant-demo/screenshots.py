@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from app import create_app
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
 from sandbox import ThreadedSite, start_cardkeep, stop_cardkeep
 
 CHROMIUM = "/usr/bin/chromium"
@@ -27,7 +27,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIEWPORT = {"width": 1000, "height": 800}
+VIEWPORT: ViewportSize = {"width": 1000, "height": 800}
 MAX_BYTES = 200_000
 
 

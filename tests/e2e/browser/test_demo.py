@@ -23,6 +23,7 @@ from tests.e2e.harness import VERSION, Server, free_port, http_client
 
 DEMO_DIR = Path(__file__).resolve().parents[3] / "examples" / "merchant-demo"
 APPROVED = "5200 0000 0000 1005"  # the sandbox's approving test card
+DECLINED = "4000 0000 0000 0002"  # the sandbox declines it ("Do not honour")
 BOOKING_URL = re.compile(r"/bookings/[0-9a-f]+$")
 
 
@@ -175,3 +176,52 @@ def test_charging_before_a_card_is_on_file_shows_cardkeeps_problem(
     expect(page.locator("#card-frame")).to_have_attribute(
         "src", re.compile(rf"/setup/{si_id}\?clientSessionSecret=")
     )
+
+
+def test_a_declined_card_leaves_the_booking_open_and_another_card_in_the_same_frame_is_saved(
+    page: Page, sqlite_demo: Demo
+) -> None:
+    si_id = book(page, sqlite_demo)
+    frame = page.frame_locator("#card-frame")
+    fill_card(page)
+    frame.locator("#number").fill(DECLINED)
+    frame.locator("#consent").check()
+    frame.locator("#submit").click()
+
+    outcome = page.locator("#outcome")
+    expect(outcome).to_have_attribute("data-outcome", "declined")
+    expect(outcome).to_have_attribute("data-status", "Created")
+    expect(outcome).to_have_text("Card declined: try another card")
+    expect(page.locator("#refresh")).to_be_visible()
+    assert sqlite_demo.setup_intent_status(si_id) == "Created"
+
+    frame.locator("#number").fill(APPROVED)
+    frame.locator("#cvv").fill("123")
+    frame.locator("#submit").click()
+    expect(outcome).to_have_attribute("data-outcome", "authorized")
+    expect(page.locator("#si-status")).to_have_text("Authorized")
+    expect(page.locator("#refresh")).to_be_hidden()
+    assert sqlite_demo.setup_intent_status(si_id) == "Authorized"
+
+
+def test_refreshing_the_card_link_shows_the_frame_with_a_new_secret(
+    page: Page, sqlite_demo: Demo
+) -> None:
+    book(page, sqlite_demo)
+    frame_el = page.locator("#card-frame")
+    old_src = frame_el.get_attribute("src")
+    assert old_src is not None
+
+    page.click("#refresh")
+    page.wait_for_url(BOOKING_URL)
+    new_src = frame_el.get_attribute("src")
+    assert new_src is not None
+    assert new_src != old_src
+    expect(page.frame_locator("#card-frame").locator("#card-form")).to_be_visible()
+    expect(page.locator("#problem")).to_have_count(0)
+
+    # The old link no longer takes a card: cardkeep answers it with the invalid-link page.
+    with http_client(sqlite_demo.server.pci_url) as pci:
+        old = pci.get(old_src.removeprefix(sqlite_demo.server.pci_url))
+    assert old.status_code in (401, 410)
+    assert 'id="card-form"' not in old.text
