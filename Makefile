@@ -11,7 +11,7 @@ LOCK_VENV := .venv-lock
 PIP_TOOLS ?= pip-tools==7.6.2
 LOCK_ARGS ?=
 
-.PHONY: install lock run test quick lint coverage bench clean browser-check axe
+.PHONY: install lock run demo screenshots test quick lint coverage bench clean browser-check axe
 
 # A new .venv with exactly the pinned, hash-checked set from the lock file (nothing left over
 # from an older lock), then cardkeep itself (editable, no deps). `pip check` fails the install
@@ -42,9 +42,23 @@ lock:
 run: $(STAMP)
 	$(BIN)/cardkeep serve --data-dir $(DATA) --sandbox-account
 
+# The demo merchant (examples/merchant-demo): a sandbox cardkeep on $(DATA) as `make run` starts it,
+# and the restaurant site on DEMO_PORT in front of it; Ctrl-C stops both.
+API_PORT  ?= 8000
+PCI_PORT  ?= 8001
+DEMO_PORT ?= 8080
+demo: $(STAMP)
+	$(BIN)/python examples/merchant-demo/run.py --data-dir $(DATA) \
+	  --api-port $(API_PORT) --pci-port $(PCI_PORT) --port $(DEMO_PORT)
+
+# docs/screenshots/*.png: the demo driven through a booking, a card and a no-show charge by
+# Debian's chromium, against a throwaway sandbox cardkeep on free ports.
+screenshots: browser-check $(STAMP)
+	$(BIN)/python examples/merchant-demo/screenshots.py --out docs/screenshots
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

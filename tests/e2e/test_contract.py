@@ -502,9 +502,9 @@ ERRORS: list[Any] = [
     ),
     pytest.param(
         404,
-        "not_implemented",
-        lambda m: m.pci.get(f"/setup/{UNKNOWN_SI}"),
-        id="not_implemented-hosted_page",
+        "not_found",
+        lambda m: m.pci.get("/setup/assets/page-0000000000000000.js"),
+        id="not_found-hosted_page_asset",
     ),
     # 405, 413
     pytest.param(

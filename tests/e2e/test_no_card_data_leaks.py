@@ -17,7 +17,16 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.harness import APPROVED_CARD, SI_FIELDS, TEST_PANS, Merchant, Server, card
+from tests.e2e.harness import (
+    APPROVED_CARD,
+    DECLINED_CARD,
+    SI_FIELDS,
+    TEST_PANS,
+    VERSION,
+    Merchant,
+    Server,
+    card,
+)
 
 CVV = "739"
 AMEX_CVV = "7391"
@@ -165,6 +174,24 @@ def _variants_that_fail_or_bend(merchant: Merchant) -> None:
             assert r.json()["code"] == "card_data_not_accepted"
 
 
+def _cards_through_the_hosted_page(merchant: Merchant) -> str:
+    """The page and its card endpoint (CONTRACT §9): a decline, then an approval, by the client
+    session secret; the secret in the page's query string is never logged either."""
+    r = merchant.create_si(reference="leak-page")
+    assert r.status_code == 200, r.text
+    si_id, secret = r.json()["id"], r.json()["clientSessionSecret"]
+    page = merchant.pci.get(f"/setup/{si_id}", params={"clientSessionSecret": secret})
+    assert page.status_code == 200, page.text
+    headers = {"Authorization": f"Basic {secret}", "version": VERSION}
+    path = f"/setup-intents/public/{si_id}/card"
+    for pan, status in ((DECLINED_CARD, "Created"), (APPROVED_CARD, "Authorized")):
+        body = {"cardDetails": card(pan, cv2=CVV), "mitConsentGiven": True}
+        r = merchant.pci.post(path, json=body, headers=headers)
+        assert (r.status_code, r.json()["status"]) == (200, status), r.text
+    assert merchant.pci.get(page.url).status_code == 410  # used up
+    return str(secret)
+
+
 def _card_expires_by_the_clock(merchant: Merchant) -> None:
     now = datetime.fromisoformat(merchant.api.get("/sandbox/clock").json()["now"])
     expiry = f"{now.month:02d}/{(now.year + 1) % 100:02d}"
@@ -193,6 +220,7 @@ def test_no_pan_or_cvv_in_responses_logs_or_database(merchant: Merchant, server:
 
     created = _flow_with_every_test_card(merchant)
     _variants_that_fail_or_bend(merchant)
+    page_secret = _cards_through_the_hosted_page(merchant)
     r = merchant.create_si(reference=marker)
     assert r.status_code == 200, r.text
     _card_expires_by_the_clock(merchant)
@@ -215,6 +243,7 @@ def test_no_pan_or_cvv_in_responses_logs_or_database(merchant: Merchant, server:
     match = _CVV_IN_CONTEXT.search(log)
     assert match is None, f"the server log contains the CVV: {match and match.group(0)}"
     assert merchant.key not in log
+    assert page_secret not in log
 
     # 3. Every file in the data directory, the SQLite database, its WAL and SHM included.
     files = server.stored_files()

@@ -1,8 +1,8 @@
 """create_pci_app: the PCI listener (Dojo's pci-api.dojo.tech), the cardholder-data environment.
 
-Serves the card-carrying setup-intent create, the hosted page's card endpoint (a card for a setup
-intent created on the API listener, authorized by its client session secret) and health; the
-hosted card page itself answers ``not_implemented`` until it is built. Any other path is 404.
+Serves the card-carrying setup-intent create, the hosted card page and its assets (``page``), the
+page's card endpoint (a card for a setup intent created on the API listener, authorized by its
+client session secret) and health. Any other path is 404.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from cardkeep.cde.card_request import read_card
 from cardkeep.cde.intake import CardIntake
+from cardkeep.cde.page import page_routes
 from cardkeep.domain.errors import ClientSecretInvalid, ValidationFailed
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.service.facade import Services
@@ -82,7 +83,7 @@ def create_pci_app(services: Services, intake: CardIntake, seal: Seal) -> ASGIAp
     routes: list[BaseRoute] = [
         health_route(services),
         edge.route("/setup-intents", {"POST": create}),
-        Route("/setup/{si}", not_implemented("The hosted card page"), methods=["GET"]),
+        *page_routes(services.setup_intents),
         edge.route("/setup-intents/public/{si}/card", {"POST": add_card}, auth="raw"),
         Route("/metrics", not_implemented("Metrics"), methods=["GET"]),
     ]

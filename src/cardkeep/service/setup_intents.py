@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, assert_never
 
+from cardkeep.domain import origins
 from cardkeep.domain import setup_intent as sim
 from cardkeep.domain.account import Account
 from cardkeep.domain.attempts import AuthAttempt
@@ -22,6 +23,7 @@ from cardkeep.domain.errors import (
     ClientSecretExpired,
     ClientSecretInvalid,
     ClientSecretUsed,
+    DomainError,
     InvalidState,
     NotFound,
     ValidationFailed,
@@ -44,6 +46,18 @@ class NewSetupIntent:
     intended_amount: Money | None = None
     expire_at: datetime | None = None
     extras: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CardPage:
+    """The hosted card page's view of an intent: the intent and its account when the secret
+    matches, the origins allowed to frame the page and hear its outcome, and why a card cannot be
+    added (``refusal``; the page then says the link is invalid or expired, with no form)."""
+
+    si: SetupIntent | None = None
+    account: Account | None = None
+    origins: tuple[str, ...] = ()
+    refusal: DomainError | None = None
 
 
 @dataclass(frozen=True)
@@ -282,13 +296,35 @@ class SetupIntents:
         account's now; checked before anything is sent to the acquirer."""
         si, owner = self._by_secret(si_id)
         now = self._ctx.now(owner)
-        self._check_secret(si, secret, now, allow_expired=False)
-        if si.status is not Status.CREATED:
-            raise InvalidState(
-                f"The setup intent is {si.public_status.value}; a card can only be added to a "
-                "Created setup intent."
-            )
+        self._check_open(si, secret, now)
         return si, owner, now
+
+    def card_page(self, si_id: str, secret: str) -> CardPage:
+        """What the hosted card page shows (CONTRACT §9), read in one transaction. The origins
+        are known only to a caller holding the intent's secret (used or expired included); an
+        unknown id and a wrong secret look the same."""
+        with self._ctx.storage.transaction(write=False) as uow:
+            si = uow.setup_intents.find(si_id)
+            owner = uow.accounts.get(si.account_id) if si is not None else None
+            record = si.secret if si is not None else None
+            if si is None or owner is None or record is None or not _matches(record, secret):
+                invalid = ClientSecretInvalid("The client session secret is not valid.")
+                return CardPage(refusal=invalid)
+            allowed = origins.effective(uow.accounts.origins(owner.id), owner.mode)
+        try:
+            self._check_open(si, secret, self._ctx.now(owner))
+        except (ClientSecretUsed, ClientSecretExpired, InvalidState) as refusal:
+            return CardPage(si, owner, allowed, refusal)
+        return CardPage(si, owner, allowed)
+
+    def _check_open(self, si: SetupIntent, secret: str, now: datetime) -> None:
+        """A card may be added: the secret is valid and the intent is (still) Created."""
+        self._check_secret(si, secret, now, allow_expired=False)
+        if si.status is not Status.CREATED or sim.due_event(si, now) is not None:
+            shown = "Expired" if si.status is Status.CREATED else si.public_status.value
+            raise InvalidState(
+                f"The setup intent is {shown}; a card can only be added to a Created setup intent."
+            )
 
     def add_card(
         self,
@@ -326,7 +362,7 @@ class SetupIntents:
         self, si: SetupIntent, secret: str, now: datetime, *, allow_expired: bool
     ) -> None:
         record = si.secret
-        if record is None or not hmac.compare_digest(record.hash, secret_hash(secret)):
+        if record is None or not _matches(record, secret):
             raise ClientSecretInvalid("The client session secret is not valid.")
         if record.used:
             raise ClientSecretUsed("The client session secret has been used.")
@@ -335,3 +371,7 @@ class SetupIntents:
                 raise ClientSecretExpired("The client session secret is too old to refresh.")
         elif now >= record.expires_at:
             raise ClientSecretExpired("The client session secret has expired.")
+
+
+def _matches(record: ClientSecret, secret: str) -> bool:
+    return hmac.compare_digest(record.hash, secret_hash(secret))
