@@ -107,7 +107,7 @@ def test_a_number_that_fails_luhn_is_caught_in_the_browser_and_nothing_is_sent(
     page.locator("#submit").click()
     expect(page.locator("#expiry-error")).not_to_be_empty()
     expect(page.locator("#expiry")).to_have_attribute("aria-invalid", "true")
-    fill_card(page, APPROVED, name="", cvv="1")
+    fill_card(page, APPROVED, name="4000000000000002", cvv="1")  # a number for a name
     page.locator("#submit").click()
     expect(page.locator("#name-error")).not_to_be_empty()
     expect(page.locator("#cvv-error")).not_to_be_empty()
@@ -168,3 +168,10 @@ def test_top_level_with_a_redirect_url_an_authorized_card_goes_back_to_the_merch
     assert f"setupIntentId={si['id']}" in query.split("&")
     assert "status=Authorized" in query.split("&")
     assert shop.status(si["id"]) == "Authorized"
+
+
+def test_an_expiry_typed_with_its_slash_reads_mm_yy(page: Page, shop: Shop) -> None:
+    """A customer who types the slash themselves gets MM/YY too, not a doubled slash."""
+    page.goto(shop.page_url(shop.new_si()))
+    page.locator("#expiry").press_sequentially("12/30")
+    expect(page.locator("#expiry")).to_have_value("12/30")

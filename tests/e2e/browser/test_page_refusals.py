@@ -116,7 +116,7 @@ def test_an_exhausted_secret_is_refused_by_the_page_and_the_endpoint(
 
 def test_an_intent_no_longer_created_gets_the_invalid_link_page(page: Page, shop: Shop) -> None:
     si = shop.new_si()
-    assert shop.merchant.api.post(f"/setup-intents/{si['id']}/cancel").status_code == 200
+    assert shop.merchant.api.delete(f"/setup-intents/{si['id']}").status_code == 200
     assert_invalid_link_page(page, shop.page_url(si))
 
 
