@@ -18,8 +18,10 @@ from tests.e2e.browser.parent_site import (
     ParentSite,
     Shop,
     checkout_page,
+    clear_outcome,
     fill_card,
     origin_of,
+    outcome,
     sibling_page,
     wait_outcome,
 )
@@ -233,3 +235,22 @@ def test_a_hello_from_a_frame_that_is_not_the_parent_gets_no_outcome(
         fence(page, ["parent", "parent.frames[1]"])
         assert received_before_fence(page) == []
         assert received_before_fence(sibling) == []
+
+
+def test_the_page_that_used_up_the_last_attempt_says_so_on_the_next_one(
+    page: Page, shop: Shop
+) -> None:
+    si = shop.new_si()
+    for _ in range(MAX_ATTEMPTS - 1):
+        assert shop.post_card(si, DECLINED).json()["status"] == "Created"
+    page.goto(shop.page_url(si))
+    fill_card(page, DECLINED)
+    page.locator("#submit").click()
+    assert wait_outcome(page) == ("declined", "Created")  # the fifth, last attempt
+    clear_outcome(page)
+    fill_card(page, APPROVED)
+    page.locator("#submit").click()
+    expect(page.locator("#form-error")).to_contain_text(re.compile("already been used|invalid"))
+    expect(page.locator("#submit")).to_be_disabled()
+    assert outcome(page)[0] is None  # refused, not an answered attempt
+    assert shop.status(si["id"]) == "Created"
