@@ -22,6 +22,7 @@ from tests.e2e.browser.parent_site import (
     fill_card,
     origin_of,
     outcome,
+    plain_page,
     sibling_page,
     wait_outcome,
 )
@@ -254,3 +255,26 @@ def test_the_page_that_used_up_the_last_attempt_says_so_on_the_next_one(
     expect(page.locator("#submit")).to_be_disabled()
     assert outcome(page)[0] is None  # refused, not an answered attempt
     assert shop.status(si["id"]) == "Created"
+
+
+def test_a_parent_replaced_by_a_disallowed_origin_before_the_outcome_hears_nothing(
+    page: Page, shop: Shop, allowed_site: ParentSite, foreign_site: ParentSite
+) -> None:
+    """The allowed parent says hello, the card is sent, and before the answer arrives the parent
+    is replaced by a page on an origin the account does not allow. The outcome was addressed to
+    the hello's origin only, and the card page goes with the document that framed it: the new
+    page receives nothing, while the card is still handled once on the server."""
+    si = shop.new_si()
+    page.goto(allowed_site.serve("/checkout", checkout_page(shop.page_url(si))))
+    frame = page.frame_locator("#card")
+    expect(frame.locator("#card-form")).to_be_visible()
+    fill_card(card_frame(page), APPROVED)
+    elsewhere = foreign_site.serve("/elsewhere", plain_page("Elsewhere"))
+    frame.locator("#submit").click(no_wait_after=True)
+    page.goto(elsewhere)  # the parent is replaced while the card is being checked
+    assert origin_of(page.url) == origin_of(elsewhere)
+    # The card request either reached cardkeep before the frame went (Authorized) or did not
+    # (Created); whichever, give any answer time to come back, then look.
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.received") == []
+    assert shop.status(si["id"]) in ("Created", "Authorized")

@@ -181,11 +181,16 @@
     if (shown !== fields.number.value) { fields.number.value = shown; }
   });
 
+  // MM/YY as it is typed: the slash is added after the month, a typed slash is not doubled, and
+  // a one-digit month followed by a slash becomes 0M/.
   fields.expiry.addEventListener("input", function (event) {
-    var v = fields.expiry.value;
     if (event.inputType && event.inputType.indexOf("delete") === 0) { return; }
-    if (/^\d{2}$/.test(v)) { fields.expiry.value = v + "/"; }
-    else if (/^\d{3,4}$/.test(v)) { fields.expiry.value = v.slice(0, 2) + "/" + v.slice(2); }
+    var v = fields.expiry.value;
+    var oneDigitMonth = /^\s*(\d)\s*\/(.*)$/.exec(v);
+    if (oneDigitMonth) { v = "0" + oneDigitMonth[1] + "/" + oneDigitMonth[2]; }
+    var d = v.replace(/\D/g, "").slice(0, 6);
+    var shown = d.length >= 2 ? d.slice(0, 2) + "/" + d.slice(2) : d;
+    if (shown !== fields.expiry.value) { fields.expiry.value = shown; }
   });
 
   Object.keys(fields).forEach(function (key) {
