@@ -15,6 +15,8 @@ class AttemptType(StrEnum):
     AUTHORIZED = "Authorized"
     DECLINED = "Declined"
     CAPTURED = "Captured"
+    REFUNDED = "Refunded"
+    REVERSED = "Reversed"
     ERROR = "Error"
     UNKNOWN = "Unknown"  # a charge in flight whose outcome is not known yet
 

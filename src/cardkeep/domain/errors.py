@@ -8,11 +8,15 @@ DomainError
 ├── ValidationFailed          validation_error; ``errors`` maps field paths to messages
 ├── CardDataNotAccepted       card_data_not_accepted
 ├── InvalidState              invalid_state
-│   └── IllegalTransition     a transition the table does not allow
+│   ├── IllegalTransition     a transition the table does not allow
+│   └── NotReversible         invalid_state at 409 (a reversal that cannot be made)
 ├── NotFound                  not_found
 ├── SetupIntentNotUsable      setup_intent_not_usable
 ├── NotMerchantInitiated      not_merchant_initiated
 ├── ChargeInProgress          charge_in_progress
+│   └── RefundInProgress      refund_in_progress
+├── AmountExceedsRefundable   amount_exceeds_refundable
+├── RefundDeclined            refund_declined
 ├── IdempotencyInProgress     idempotency_in_progress
 ├── IdempotencyKeyMismatch    idempotency_key_mismatch
 ├── Conflict                  conflict (a write collided with a stored record)
@@ -50,7 +54,10 @@ class Code(StrEnum):
     NOT_FOUND = "not_found"
     NOT_IMPLEMENTED = "not_implemented"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    AMOUNT_EXCEEDS_REFUNDABLE = "amount_exceeds_refundable"
+    REFUND_DECLINED = "refund_declined"
     CHARGE_IN_PROGRESS = "charge_in_progress"
+    REFUND_IN_PROGRESS = "refund_in_progress"
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     IDEMPOTENCY_KEY_MISMATCH = "idempotency_key_mismatch"
     CONFLICT = "conflict"
@@ -111,6 +118,23 @@ class ChargeInProgress(DomainError):
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class RefundInProgress(ChargeInProgress):
+    """A refund or reversal of this payment intent is in flight with an unknown outcome (or a
+    reversal is in flight); ``retry_after`` says when recovery asks again."""
+
+
+class AmountExceedsRefundable(DomainError):
+    """A refund larger than what is captured and not yet refunded or reserved."""
+
+
+class RefundDeclined(DomainError):
+    """The acquirer declined a refund or reversal: nothing moved."""
+
+
+class NotReversible(InvalidState):
+    """A reversal of a payment intent that cannot be reversed (409, Dojo's code there)."""
 
 
 class IdempotencyInProgress(DomainError):

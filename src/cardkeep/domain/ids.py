@@ -18,6 +18,8 @@ class Prefix(StrEnum):
     VAULT_TOKEN = "vt"  # noqa: S105 - an id prefix, not a secret
     SUBSCRIPTION = "ws"
     WEBHOOK_SECRET = "sc"  # noqa: S105 - an id prefix, not a secret
+    REFUND = "rfnd"
+    REVERSAL = "rvs"
 
 
 # Only setup and payment intents carry the mode in sandbox (``si_sandbox_…``).

@@ -20,6 +20,8 @@ from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
+from cardkeep.domain.refund import Refund
+from cardkeep.domain.refund import Status as RefundStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
 from cardkeep.domain.webhooks import AttemptOutcome, Delivery, DeliveryStatus
@@ -89,6 +91,35 @@ class PaymentIntentRepo(Protocol):
         """Payment intents claimed for a charge and not settled, ``due`` for recovery, whose
         recovery lease has expired at ``now``, leased to the caller until ``until`` (real time):
         each is re-sent by one worker per lease."""
+        ...
+
+
+class RefundRepo(Protocol):
+    """Refunds and reversals (``domain.refund.Refund``), each written conditionally on its
+    status."""
+
+    def add(self, refund: Refund) -> None: ...
+    def get(self, account_id: str, refund_id: str) -> Refund | None: ...
+    def pending(self, account_id: str, pi_id: str) -> list[Refund]:
+        """The payment intent's Pending refunds and reversals, oldest first."""
+        ...
+
+    def by_request(self, account_id: str, pi_id: str, request: str) -> Refund | None:
+        """The newest refund or reversal of the payment intent that the request named by
+        ``request`` (a token of its idempotency key) claimed, Failed ones left out (a retry of a
+        failed refund makes a new one)."""
+        ...
+
+    def update(self, refund: Refund, *, expected: RefundStatus) -> bool:
+        """Write ``refund`` only if the stored status is still ``expected``."""
+        ...
+
+    def lease_pending(
+        self, due: Callable[[Refund], bool], now: datetime, until: datetime, limit: int
+    ) -> list[Refund]:
+        """Pending refunds and reversals ``due`` for recovery whose recovery lease has expired
+        at ``now``, leased to the caller until ``until`` (real time): each is re-sent by one
+        worker per lease."""
         ...
 
 
@@ -341,4 +372,42 @@ class Charger(Protocol):
 
     def status(self, request: ChargeRequest) -> ChargeOutcome:
         """Ask the acquirer again about a charge made with the same idempotency key."""
+        ...
+
+
+class RefundResult(StrEnum):
+    APPROVED = "approved"
+    DECLINED = "declined"
+    FAILED = "failed"  # the acquirer answered with an error; nothing was refunded
+    UNKNOWN = "unknown"  # timeout, lost answer: the money may or may not have moved
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """A refund or reversal of a captured charge: it references the capture by the acquirer key
+    of the charge attempt that captured it, never the card (forgotten once charged)."""
+
+    mode: Mode
+    account_id: str
+    kind: str  # "refund" or "reversal"
+    amount: Money
+    idempotency_key: str  # per refund; every re-send reuses it
+    capture_key: str  # the acquirer key of the captured charge
+    timeout: float = 10.0  # the hard timeout of the acquirer call, in seconds (real time)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOutcome:
+    result: RefundResult
+    message: str
+
+
+class Refunder(Protocol):
+    """Refunds or reverses a captured charge at the acquirer, keyed per refund."""
+
+    def refund(self, request: RefundRequest) -> RefundOutcome: ...
+
+    def refund_status(self, request: RefundRequest) -> RefundOutcome:
+        """Ask again with the same key: an attempt the acquirer processed returns its first
+        answer; one it never received is processed now (never refunds twice)."""
         ...
