@@ -84,15 +84,21 @@ $(AXE): $(BROWSER_JS)/package.json $(BROWSER_JS)/package-lock.json
 
 axe: $(AXE)
 
+# The browser tests run in a pytest run of their own: Playwright's sync API keeps an event loop
+# running in its thread for the whole session, which the other end-to-end tests' asyncio.run()
+# cannot share.
+BROWSER_TESTS := tests/e2e/browser
 test: browser-check axe lint
 	$(BIN)/pytest -n 2 --cov --cov-report= $(PYTEST_ARGS) $(IN_PROCESS)
 	$(BIN)/coverage report $(COVER_GATED) --skip-covered --fail-under=95
 	@echo "coverage of everything the in-process suites reach: $$($(BIN)/coverage report --format=total) %"
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS) tests/e2e
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS) tests/e2e --ignore=$(BROWSER_TESTS)
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS) $(BROWSER_TESTS)
 
 # Day-to-day: lint and every test not marked slow (the race, crash and outage suites are slow).
 quick: browser-check axe lint
-	$(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS) $(IN_PROCESS) tests/e2e
+	$(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS) $(IN_PROCESS) tests/e2e --ignore=$(BROWSER_TESTS)
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS) $(BROWSER_TESTS)
 
 # The full branch-coverage report of the in-process suites, file by file.
 coverage: $(STAMP)
