@@ -28,8 +28,11 @@ from cardkeep.service.ports import (
 
 # token, account id, key id, nonce, ciphertext, created at: opaque to storage.
 VaultRow = tuple[str, str, str, bytes, bytes, datetime]
-# idempotency key, result, message, auth code, network transaction id, created at
-LedgerRow = tuple[str, str, str, str | None, str | None, datetime]
+# idempotency key, result, message, auth code, network transaction id, created at, amount (minor
+# units), capture key (what a refund or reversal returns money from), kind (charge/refund/reversal)
+LedgerRow = tuple[
+    str, str, str, str | None, str | None, datetime, int | None, str | None, str | None
+]
 
 
 @dataclass
@@ -286,6 +289,16 @@ class _SandboxLedger:
 
     def get(self, key: str) -> LedgerRow | None:
         return self._t.sandbox_ledger.get(key)
+
+    def hold(self, key: str) -> None:
+        """Nothing to lock: write transactions are serialised by one lock."""
+
+    def refunded(self, capture_key: str, kinds: tuple[str, ...], result: str) -> int:
+        return sum(
+            row[6] or 0
+            for row in self._t.sandbox_ledger.values()
+            if row[7] == capture_key and row[1] == result and row[8] in kinds
+        )
 
 
 class _Idempotency:

@@ -35,8 +35,11 @@ from cardkeep.storage.codec import from_micros, micros
 
 # token, account id, key id, nonce, ciphertext, created at: opaque to storage.
 VaultRow = tuple[str, str, str, bytes, bytes, datetime]
-# idempotency key, result, message, auth code, network transaction id, created at
-LedgerRow = tuple[str, str, str, str | None, str | None, datetime]
+# idempotency key, result, message, auth code, network transaction id, created at, amount (minor
+# units), capture key (what a refund or reversal returns money from), kind (charge/refund/reversal)
+LedgerRow = tuple[
+    str, str, str, str | None, str | None, datetime, int | None, str | None, str | None
+]
 
 
 def _storable(text: str) -> bool:
@@ -344,16 +347,20 @@ class Vault:
 class SandboxLedger:
     """The sandbox acquirer's ledger: opaque rows, the first one per key wins."""
 
+    _COLS = (
+        "idempotency_key, result, message, auth_code, network_transaction_id, created_at_us,"
+        " amount, capture_key, kind"
+    )
+
     def __init__(self, db: Db) -> None:
         self._db = db
 
     def first(self, row: LedgerRow) -> LedgerRow:
         """Store ``row`` unless its key has an answer already; the answer that stands."""
         self._db.execute(
-            "INSERT INTO sandbox_ledger (idempotency_key, result, message, auth_code,"
-            " network_transaction_id, created_at_us) VALUES (?,?,?,?,?,?)"
+            f"INSERT INTO sandbox_ledger ({self._COLS}) VALUES (?,?,?,?,?,?,?,?,?)"  # noqa: S608
             " ON CONFLICT (idempotency_key) DO NOTHING",
-            (*row[:5], micros(row[5])),
+            (*row[:5], micros(row[5]), *row[6:]),
         )
         found = self.get(row[0])
         assert found is not None
@@ -361,13 +368,29 @@ class SandboxLedger:
 
     def get(self, key: str) -> LedgerRow | None:
         got = self._db.execute(
-            "SELECT idempotency_key, result, message, auth_code, network_transaction_id,"
-            " created_at_us FROM sandbox_ledger WHERE idempotency_key = ?",
+            f"SELECT {self._COLS} FROM sandbox_ledger WHERE idempotency_key = ?",  # noqa: S608
             (key,),
         ).fetchone()
         if got is None:
             return None
-        return (got[0], got[1], got[2], got[3], got[4], from_micros(got[5]))
+        amount = None if got[6] is None else int(got[6])
+        return (got[0], got[1], got[2], got[3], got[4], from_micros(got[5]), amount, *got[7:])
+
+    def hold(self, key: str) -> None:
+        """Lock the row of ``key`` until the transaction ends (on PostgreSQL a row lock that a
+        concurrent holder waits for; SQLite's write transactions are serialised already)."""
+        self._db.execute("UPDATE sandbox_ledger SET kind = kind WHERE idempotency_key = ?", (key,))
+
+    def refunded(self, capture_key: str, kinds: tuple[str, ...], result: str) -> int:
+        """The total amount of the rows of these kinds with this result that reference
+        ``capture_key``."""
+        marks = ",".join("?" * len(kinds))
+        got = self._db.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM sandbox_ledger"  # noqa: S608
+            f" WHERE capture_key = ? AND result = ? AND kind IN ({marks})",
+            (capture_key, result, *kinds),
+        ).fetchone()
+        return int(got[0])
 
 
 class Outbox:
