@@ -6,11 +6,11 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from cardkeep.cde.acquirers.base import MitCharge, Verification
+from cardkeep.cde.acquirers.base import MitCharge, RefundCall, Verification
 from cardkeep.cde.pan import CardNumber, Cvv
 from cardkeep.domain.account import Mode
 from cardkeep.domain.card import Expiry
-from cardkeep.service.ports import ChargeOutcome, ChargeResult
+from cardkeep.service.ports import ChargeOutcome, ChargeResult, RefundOutcome, RefundResult
 
 APPROVED = ChargeOutcome(ChargeResult.APPROVED, "DEPOSITED", "123456")
 
@@ -26,6 +26,7 @@ class ScriptedAcquirer:
     charges: list[MitCharge] = field(default_factory=list)
     resends: list[MitCharge] = field(default_factory=list)
     ledger: dict[str, ChargeOutcome] = field(default_factory=dict)
+    refunds: dict[str, RefundOutcome] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def verify(self, mode: Mode, pan: CardNumber, expiry: Expiry, cvv: Cvv) -> Verification:
@@ -47,6 +48,17 @@ class ScriptedAcquirer:
         with self._lock:
             self.resends.append(charge)
             return self.ledger.setdefault(charge.idempotency_key, APPROVED)
+
+    def refund(self, call: RefundCall) -> RefundOutcome:
+        """Refunds and reversals are approved, once per key."""
+        with self._lock:
+            message = "REVERSED" if call.kind == "reversal" else "REFUNDED"
+            return self.refunds.setdefault(
+                call.idempotency_key, RefundOutcome(RefundResult.APPROVED, message)
+            )
+
+    def refund_status(self, call: RefundCall) -> RefundOutcome:
+        return self.refund(call)
 
     def keys(self) -> list[str]:
         return [c.idempotency_key for c in self.charges]

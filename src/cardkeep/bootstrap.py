@@ -5,8 +5,8 @@ cardholder-data side. Tests and deployments build through the same functions:
 
 - ``storage_for(settings)``: the storage adapter the database URL names;
 - ``build_pci(settings, *, storage, clock, vault, acquirer)``: the PCI listener's app and what it
-  owns — the vault, the acquirer, the charger (the only holder of key material) and the refunder
-  (refunds and reversals of captured charges, by the capture's acquirer key: no card data);
+  owns — the vault, the acquirer, and the charger (the only holder of key material; it also
+  refunds and reverses captured charges, by the capture's acquirer key, with no card data);
 - ``build_api(settings, *, storage, clock, charger)``: the API listener's app and its services;
 - ``Runtime``: both, over one storage, with the PCI side's charger in process, as ``serve`` and the
   CLI run them (``with Runtime.open(settings) as rt: ...``).
@@ -33,7 +33,6 @@ from cardkeep.cde.app import create_pci_app
 from cardkeep.cde.charger import VaultCharger
 from cardkeep.cde.intake import CardIntake
 from cardkeep.cde.keys import VaultKeyError, load_key
-from cardkeep.cde.refunder import AcquirerRefunder
 from cardkeep.cde.vault import Vault
 from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
@@ -190,7 +189,6 @@ class PciSide:
     vault: Vault
     acquirer: Acquirer
     charger: VaultCharger
-    refunder: AcquirerRefunder
     intake: CardIntake
     owner: _Owner
 
@@ -257,8 +255,7 @@ def build_pci(
     services = _services(settings, storage, clock or SystemClock(), charger, heartbeats, webhooks)
     intake = CardIntake(services.setup_intents, vault, acquirer, services.ctx.ids)
     app = create_pci_app(services, intake, _seal(settings, idempotency_secret))
-    refunder = AcquirerRefunder(acquirer)
-    return PciSide(app, services, storage, vault, acquirer, charger, refunder, intake, owner)
+    return PciSide(app, services, storage, vault, acquirer, charger, intake, owner)
 
 
 def build_api(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from enum import Enum
 
 from cardkeep.domain import payment_intent as pim
+from cardkeep.domain import refund as rm
 from cardkeep.domain import setup_intent as sim
 
 _INTERNAL = {sim.Status.CHARGE_HELD: "Authorized", pim.Status.CHARGING: "Created"}
@@ -35,6 +36,8 @@ def render() -> str:
         + _diagram("Setup intent", dict(sim.TRANSITIONS))  # type: ignore[arg-type]
         + "\n"
         + _diagram("Payment intent", dict(pim.TRANSITIONS))  # type: ignore[arg-type]
+        + "\n"
+        + _diagram("Refund or reversal", dict(rm.TRANSITIONS))  # type: ignore[arg-type]
     )
 
 

@@ -497,8 +497,8 @@ ERRORS: list[Any] = [
     pytest.param(
         404,
         "not_implemented",
-        lambda m: m.api.post(f"/payment-intents/{UNKNOWN_PI}/refunds", json={"amount": 100}),
-        id="not_implemented-refunds",
+        lambda m: m.api.post(f"/payment-intents/{UNKNOWN_PI}/captures", json={"amount": 100}),
+        id="not_implemented-captures",
     ),
     pytest.param(
         404,

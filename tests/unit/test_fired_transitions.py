@@ -21,6 +21,7 @@ from cardkeep.domain.card import Expiry
 from cardkeep.domain.errors import Unavailable
 from cardkeep.domain.money import Money
 from cardkeep.service.ports import ChargeOutcome, ChargeResult
+from cardkeep.service.refunds import NewRefund
 from cardkeep.service.setup_intents import NewSetupIntent
 from tests.fakes import ScriptedAcquirer
 from tests.world import World
@@ -75,7 +76,15 @@ def _drive_every_use_case() -> None:
     pi_a = world.pi(si_a)
     pis.charge(account, pi_a)  # declined: released
     pis.charge(account, pi_a)  # the acquirer says the card expired
-    pis.charge(account, world.pi(world.authorized()))  # approved
+    captured = world.pi(world.authorized())
+    pis.charge(account, captured)  # approved
+    # Refunds of it, in part then the rest; another capture reversed.
+    refunds = world.services.refunds
+    refunds.refund(account, captured, NewRefund(400))
+    refunds.refund(account, captured, NewRefund(600))
+    reversed_pi = world.pi(world.authorized())
+    pis.charge(account, reversed_pi)
+    refunds.reverse(account, reversed_pi)
     # A payment intent canceled, another one expired; a card expiring while Authorized.
     pis.cancel(account, world.pi(None))
     stale_pi = world.pi(None)

@@ -265,10 +265,9 @@ def _request(world: World, value: int, key: str, capture_key: str, kind: str) ->
     )
 
 
-def test_build_pci_exposes_a_refunder_that_refunds_a_captured_charge_by_its_key() -> None:
+def test_the_pci_sides_charger_refunds_a_captured_charge_by_its_key() -> None:
     world = World()
-    refunder = world.pci.refunder
-    assert isinstance(refunder, AcquirerRefunder)
+    refunder = world.pci.charger
     _, capture_key = _captured(world, 5000)
     first = _request(world, 2000, "refund:rf_1:1", capture_key, "refund")
     assert refunder.refund(first) == APPROVED_REFUND
@@ -293,12 +292,12 @@ def test_the_refunder_lets_the_acquirers_exception_through() -> None:
         Mode.PROD, world.account.id, "refund", Money(100, "GBP"), "refund:rf_1:1", capture_key
     )
     with pytest.raises(AcquirerRefused):
-        world.pci.refunder.refund(request)
+        world.pci.charger.refund(request)
     with pytest.raises(AcquirerRefused):
-        world.pci.refunder.refund_status(request)
+        world.pci.charger.refund_status(request)
     bad_kind = _request(world, 100, "refund:rf_2:1", capture_key, "chargeback")
     with pytest.raises(ValueError, match="kind"):
-        world.pci.refunder.refund(bad_kind)
+        world.pci.charger.refund(bad_kind)
 
 
 def test_the_refund_call_carries_the_request_and_no_card_data() -> None:

@@ -74,7 +74,11 @@ def test_payment_intent_transition_follows_the_table_or_changes_nothing(
 
 
 def test_captured_only_through_a_claim_and_never_twice() -> None:
-    into_captured = [k for k, v in pim.TRANSITIONS.items() if v is pim.Status.CAPTURED]
+    into_captured = [
+        k
+        for k, v in pim.TRANSITIONS.items()
+        if v is pim.Status.CAPTURED and k[0] is not pim.Status.CAPTURED  # a partial refund stays
+    ]
     assert into_captured == [(pim.Status.CHARGING, pim.Event.CAPTURE)]
     into_charging = [k for k, v in pim.TRANSITIONS.items() if v is pim.Status.CHARGING]
     assert into_charging == [(pim.Status.CREATED, pim.Event.CLAIM)]

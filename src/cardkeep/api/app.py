@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from cardkeep.api.routes import payment_intents, sandbox, setup_intents, webhooks
+from cardkeep.api.routes import payment_intents, refunds, sandbox, setup_intents, webhooks
 from cardkeep.service.facade import Services
 from cardkeep.web.common import assemble, health_route
 from cardkeep.web.idempotency import IdempotencyStep, Seal
@@ -17,9 +17,6 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 # Dojo endpoints that cardkeep does not serve yet: a clear 404 not_implemented, never a 500.
 NOT_YET = [
     ("/payment-intents/search", "Payment intent search"),
-    ("/payment-intents/refunds/{rest:path}", "Refunds"),
-    ("/payment-intents/{pi}/refunds", "Refunds"),
-    ("/payment-intents/{pi}/reversal", "Reversal"),
     ("/payment-intents/{pi}/captures", "Captures"),
     ("/payment-intents/{pi}/tips-amount", "Tips amount changes"),
     ("/payment-intents/{pi}/amount", "Amount changes"),
@@ -42,6 +39,7 @@ def create_api_app(services: Services, seal: Seal) -> ASGIApp:
     routes: list[BaseRoute] = [health_route(services)]
     routes += [Route(path, not_implemented(name), methods=ALL_METHODS) for path, name in NOT_YET]
     routes += setup_intents.routes(edge, services)
+    routes += refunds.routes(edge, services)
     routes += payment_intents.routes(edge, services)
     routes += sandbox.routes(edge, services)
     routes += webhooks.routes(edge, services)

@@ -1,5 +1,6 @@
 """The Charger the service uses: loads the sealed card by token, opens it, and sends the MIT
-charge to the acquirer with the card's network transaction id.
+charge to the acquirer with the card's network transaction id; refunds and reversals of a captured
+charge go to the acquirer by the capture's key, with no card (``refunder``).
 
 The plaintext PAN exists only inside these calls, in memory. The sealed card is read in its own
 short read transaction: nothing is held open across the acquirer call.
@@ -10,9 +11,17 @@ from __future__ import annotations
 from cardkeep.cde import vault_store
 from cardkeep.cde.acquirers.base import Acquirer, MitCharge
 from cardkeep.cde.pan import CardNumber
+from cardkeep.cde.refunder import AcquirerRefunder
 from cardkeep.cde.vault import Vault, VaultError
 from cardkeep.logs import get_logger
-from cardkeep.service.ports import ChargeOutcome, ChargeRequest, ChargeResult, Storage
+from cardkeep.service.ports import (
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeResult,
+    RefundOutcome,
+    RefundRequest,
+    Storage,
+)
 
 log = get_logger("cardkeep.charger")
 UNREADABLE = "The card on file cannot be read with the loaded vault key"
@@ -24,6 +33,7 @@ class VaultCharger:
         self._storage = storage
         self._vault = vault
         self._acquirer = acquirer
+        self._refunder = AcquirerRefunder(acquirer)
 
     def _open(self, request: ChargeRequest) -> CardNumber | str:
         """The card, or why it cannot be opened."""
@@ -59,3 +69,9 @@ class VaultCharger:
         if isinstance(pan, str):  # the first attempt may have reached the acquirer: stay unknown
             return ChargeOutcome(ChargeResult.UNKNOWN, pan)
         return self._acquirer.status(self._mit(request, pan))
+
+    def refund(self, request: RefundRequest) -> RefundOutcome:
+        return self._refunder.refund(request)
+
+    def refund_status(self, request: RefundRequest) -> RefundOutcome:
+        return self._refunder.refund_status(request)

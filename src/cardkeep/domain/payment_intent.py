@@ -40,17 +40,23 @@ class Event(StrEnum):
     RELEASE = "release"  # declined or failed: nothing moved, may be retried
     CANCEL = "cancel"
     EXPIRE = "expire"  # account clock passed expireAt while unpaid
+    REFUND = "refund"  # a refund settled and something captured is still not refunded
+    REFUND_IN_FULL = "refund_in_full"  # a refund settled and everything captured is refunded
+    REVERSE = "reverse"  # a reversal settled: the capture is undone
 
 
 S, E = Status, Event
 
-# Refunds and reversal get their rows when a use case fires them.
+# Refunds and reversal (domain.refund) fire the Captured rows when they settle.
 TRANSITIONS: dict[tuple[Status, Event], Status] = {
     (S.CREATED, E.CLAIM): S.CHARGING,
     (S.CHARGING, E.CAPTURE): S.CAPTURED,
     (S.CHARGING, E.RELEASE): S.CREATED,
     (S.CREATED, E.CANCEL): S.CANCELED,
     (S.CREATED, E.EXPIRE): S.CANCELED,
+    (S.CAPTURED, E.REFUND): S.CAPTURED,
+    (S.CAPTURED, E.REFUND_IN_FULL): S.REFUNDED,
+    (S.CAPTURED, E.REVERSE): S.REVERSED,
 }
 
 

@@ -11,6 +11,7 @@ from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.idempotency import Idempotency
 from cardkeep.service.payment_intents import PaymentIntents
 from cardkeep.service.ports import Destinations, SecretBox
+from cardkeep.service.refunds import Refunds
 from cardkeep.service.setup_intents import SetupIntents
 from cardkeep.service.sweeper import Sweeper
 from cardkeep.service.webhooks import Webhooks
@@ -22,6 +23,7 @@ class Services:
     accounts: Accounts
     setup_intents: SetupIntents
     payment_intents: PaymentIntents
+    refunds: Refunds
     sweeper: Sweeper
     card_schemes: tuple[str, ...]
     # The background loops of this process, for /health (shared by both listeners).
@@ -41,10 +43,20 @@ class Services:
         changes = Changes(ctx.storage, ctx.event_id)
         sis = SetupIntents(ctx, changes)
         pis = PaymentIntents(ctx, changes)
+        refunds = Refunds(ctx, changes)
         idempotency = Idempotency(ctx.storage, ctx.clock, lease=ctx.policy.idempotency_lease)
-        sweeper = Sweeper(ctx, sis, pis, idempotency)
+        sweeper = Sweeper(ctx, sis, pis, refunds, idempotency)
         beats = heartbeats or Heartbeats(ctx.clock)
         webhooks = Webhooks(ctx, box, destinations)
         return cls(
-            ctx, Accounts(ctx), sis, pis, sweeper, card_schemes, beats, idempotency, webhooks
+            ctx,
+            Accounts(ctx),
+            sis,
+            pis,
+            refunds,
+            sweeper,
+            card_schemes,
+            beats,
+            idempotency,
+            webhooks,
         )

@@ -93,6 +93,12 @@ class PaymentIntentRepo(Protocol):
         each is re-sent by one worker per lease."""
         ...
 
+    def get_for_update(self, account_id: str, pi_id: str) -> PaymentIntent | None:
+        """Read and lock it for this transaction, waiting for another transaction that holds
+        it (refund and reversal claims queue on their payment intent; SQLite's write
+        transactions are serialised already)."""
+        ...
+
 
 class RefundRepo(Protocol):
     """Refunds and reversals (``domain.refund.Refund``), each written conditionally on its
@@ -313,6 +319,8 @@ class UnitOfWork(Protocol):
     def deliveries(self) -> DeliveryRepo: ...
     @property
     def idempotency(self) -> IdempotencyRepo: ...
+    @property
+    def refunds(self) -> RefundRepo: ...
 
     def commit(self) -> None: ...
 
@@ -364,17 +372,6 @@ class ChargeOutcome:
     auth_code: str | None = None
 
 
-class Charger(Protocol):
-    """Charges a card on file by its vault token (merchant-initiated). Implemented on the
-    cardholder-data side, which alone can open the card."""
-
-    def charge(self, request: ChargeRequest) -> ChargeOutcome: ...
-
-    def status(self, request: ChargeRequest) -> ChargeOutcome:
-        """Ask the acquirer again about a charge made with the same idempotency key."""
-        ...
-
-
 class RefundResult(StrEnum):
     APPROVED = "approved"
     DECLINED = "declined"
@@ -410,4 +407,16 @@ class Refunder(Protocol):
     def refund_status(self, request: RefundRequest) -> RefundOutcome:
         """Ask again with the same key: an attempt the acquirer processed returns its first
         answer; one it never received is processed now (never refunds twice)."""
+        ...
+
+
+class Charger(Refunder, Protocol):
+    """Charges a card on file by its vault token (merchant-initiated), and refunds or reverses
+    a captured charge (``Refunder``). Implemented on the cardholder-data side, which alone can
+    open the card."""
+
+    def charge(self, request: ChargeRequest) -> ChargeOutcome: ...
+
+    def status(self, request: ChargeRequest) -> ChargeOutcome:
+        """Ask the acquirer again about a charge made with the same idempotency key."""
         ...

@@ -13,6 +13,7 @@ from cardkeep.domain.errors import DomainError
 from cardkeep.service.context import Context
 from cardkeep.service.idempotency import Idempotency
 from cardkeep.service.payment_intents import PaymentIntents
+from cardkeep.service.refunds import Refunds
 from cardkeep.service.setup_intents import SetupIntents
 
 
@@ -21,17 +22,24 @@ class SweepReport:
     setup_intents: int
     payment_intents: int
     recovered_charges: int
+    recovered_refunds: int
     # Accounts whose sweep failed this run (the others were swept all the same).
     failed_accounts: tuple[str, ...] = ()
 
 
 class Sweeper:
     def __init__(
-        self, ctx: Context, sis: SetupIntents, pis: PaymentIntents, idempotency: Idempotency
+        self,
+        ctx: Context,
+        sis: SetupIntents,
+        pis: PaymentIntents,
+        refunds: Refunds,
+        idempotency: Idempotency,
     ) -> None:
         self._ctx = ctx
         self._sis = sis
         self._pis = pis
+        self._refunds = refunds
         self._idempotency = idempotency
 
     def run_once(self) -> SweepReport:
@@ -57,7 +65,8 @@ class Sweeper:
             n_si += swept_si
             n_pi += swept_pi
         self._idempotency.prune()  # Idempotency-Key records older than their 24 hours
-        return SweepReport(n_si, n_pi, self._pis.recover(), tuple(failed))
+        charges = self._pis.recover()
+        return SweepReport(n_si, n_pi, charges, self._refunds.recover(), tuple(failed))
 
     def _sweep(self, account: Account) -> tuple[int, int]:
         ctx = self._ctx

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from cardkeep.domain.payment_intent import PaymentIntent
+from cardkeep.domain.refund import Refund
 from cardkeep.domain.setup_intent import SetupIntent
 
 SCHEMA_VERSION = 2
@@ -33,6 +34,7 @@ class _Doc(msgspec.Struct, Generic[R]):
 _encoder = msgspec.json.Encoder()
 _si = msgspec.json.Decoder(_Doc[SetupIntent])
 _pi = msgspec.json.Decoder(_Doc[PaymentIntent])
+_refund = msgspec.json.Decoder(_Doc[Refund])
 _si_v0 = msgspec.json.Decoder(SetupIntent)
 _pi_v0 = msgspec.json.Decoder(PaymentIntent)
 
@@ -55,6 +57,11 @@ def decode_si(raw: bytes | str) -> SetupIntent:
 def decode_pi(raw: bytes | str) -> PaymentIntent:
     versioned, data = _versioned(raw)
     return _pi.decode(data).record if versioned else _pi_v0.decode(data)
+
+
+def decode_refund(raw: bytes | str) -> Refund:
+    """Refunds were first stored at version 2: always versioned."""
+    return _refund.decode(raw.encode() if isinstance(raw, str) else bytes(raw)).record
 
 
 def micros(ts: datetime) -> int:

@@ -17,6 +17,8 @@ from cardkeep.domain.errors import Conflict
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
+from cardkeep.domain.refund import Refund
+from cardkeep.domain.refund import Status as RefundStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
 from cardkeep.domain.webhooks import AttemptOutcome, Delivery, DeliveryStatus
@@ -50,6 +52,7 @@ class _Tables:
     # delivery id -> (delivery, real-time lease end or None)
     deliveries: dict[str, tuple[Delivery, datetime | None]] = field(default_factory=dict)
     origins: dict[str, tuple[str, ...]] = field(default_factory=dict)  # account id -> origins
+    refunds: dict[str, Refund] = field(default_factory=dict)
 
     def copy(self) -> _Tables:
         return _Tables(
@@ -65,6 +68,7 @@ class _Tables:
             dict(self.subscriptions),
             dict(self.deliveries),
             dict(self.origins),
+            dict(self.refunds),
         )
 
 
@@ -105,6 +109,7 @@ class MemoryUnitOfWork:
         self.outbox = _Outbox(tables)
         self.webhooks = _WebhookSubscriptions(tables)
         self.deliveries = _Deliveries(tables)
+        self.refunds = _Refunds(tables)
 
     def commit(self) -> None:
         if callable(self._on_commit):
@@ -221,6 +226,9 @@ class _PaymentIntents:
 
     def get_for_claim(self, account_id: str, pi_id: str) -> PaymentIntent | None:
         return self.get(account_id, pi_id)  # write transactions are serialised by one lock
+
+    def get_for_update(self, account_id: str, pi_id: str) -> PaymentIntent | None:
+        return self.get(account_id, pi_id)
 
     def update(self, pi: PaymentIntent, *, expected: PIStatus) -> bool:
         current = self.get(pi.account_id, pi.id)
@@ -540,3 +548,55 @@ class _Deliveries:
         pruned = len(gone) + len(self._t.outbox) - len(kept)
         self._t.outbox = kept
         return pruned
+
+
+class _Refunds:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def add(self, refund: Refund) -> None:
+        if refund.id in self._t.refunds or refund.payment_intent_id not in self._t.payment_intents:
+            raise Conflict("The change conflicts with a record already stored.")
+        self._t.refunds[refund.id] = refund
+
+    def get(self, account_id: str, refund_id: str) -> Refund | None:
+        refund = self._t.refunds.get(refund_id)
+        return refund if refund is not None and refund.account_id == account_id else None
+
+    def _of(self, account_id: str, pi_id: str) -> list[Refund]:
+        found = [
+            r
+            for r in self._t.refunds.values()
+            if r.account_id == account_id and r.payment_intent_id == pi_id
+        ]
+        return sorted(found, key=lambda r: (r.claimed_at, r.id))
+
+    def pending(self, account_id: str, pi_id: str) -> list[Refund]:
+        return [r for r in self._of(account_id, pi_id) if r.status is RefundStatus.PENDING]
+
+    def by_request(self, account_id: str, pi_id: str, request: str) -> Refund | None:
+        mine = [
+            r
+            for r in self._of(account_id, pi_id)
+            if r.request == request and r.status is not RefundStatus.FAILED
+        ]
+        return mine[-1] if mine else None
+
+    def update(self, refund: Refund, *, expected: RefundStatus) -> bool:
+        current = self.get(refund.account_id, refund.id)
+        if current is None or current.status is not expected:
+            return False
+        self._t.refunds[refund.id] = refund
+        return True
+
+    def lease_pending(
+        self, due: Callable[[Refund], bool], now: datetime, until: datetime, limit: int
+    ) -> list[Refund]:
+        out: list[Refund] = []
+        for refund in list(self._t.refunds.values()):
+            if len(out) >= limit:
+                break
+            pending = refund.status is RefundStatus.PENDING
+            if pending and due(refund) and _take(self._t.leases, f"refund:{refund.id}", now, until):
+                out.append(refund)
+        return out

@@ -56,6 +56,7 @@ class _Db:
 
     skip_locked = " FOR UPDATE SKIP LOCKED"
     lock_nowait = " FOR UPDATE NOWAIT"
+    lock_wait = " FOR UPDATE"
     _rewritten: dict[str, str] = {}
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:

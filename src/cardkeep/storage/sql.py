@@ -7,7 +7,8 @@ never SQL literals; every instant is stored as integer microseconds (``codec.mic
 carry a schema version (``codec``). Connections, transactions, locking and retries belong to the
 engine modules (``sqlite``, ``postgres``), never to this one. ``Db.lock_nowait`` locks the row a
 claim reads (PostgreSQL: ``FOR UPDATE NOWAIT``, a concurrent claim fails at once instead of
-waiting for it).
+waiting for it); ``Db.lock_wait`` locks it and waits (``FOR UPDATE``, bounded by the lock
+timeout): refund claims queue on their payment intent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from cardkeep.domain.errors import Conflict
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.payment_intent import Status as PIStatus
+from cardkeep.domain.refund import Refund
+from cardkeep.domain.refund import Status as RefundStatus
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
 from cardkeep.domain.webhooks import AttemptOutcome, Delivery, DeliveryStatus
@@ -58,6 +61,7 @@ class Db(Protocol):
 
     skip_locked: str
     lock_nowait: str
+    lock_wait: str
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
 
@@ -76,6 +80,7 @@ class SqlUnitOfWork:
         self.idempotency = Idempotency(db)
         self.webhooks = WebhookSubscriptions(db)
         self.deliveries = Deliveries(db)
+        self.refunds = Refunds(db)
 
     def commit(self) -> None:
         self._commit()
@@ -256,6 +261,16 @@ class PaymentIntents:
         row = self._db.execute(
             "SELECT doc FROM payment_intents WHERE id = ? AND account_id = ?"  # noqa: S608
             f"{self._db.lock_nowait}",
+            (pi_id, account_id),
+        ).fetchone()
+        return codec.decode_pi(row[0]) if row else None
+
+    def get_for_update(self, account_id: str, pi_id: str) -> PaymentIntent | None:
+        if not _storable(pi_id):
+            return None
+        row = self._db.execute(
+            "SELECT doc FROM payment_intents WHERE id = ? AND account_id = ?"  # noqa: S608
+            f"{self._db.lock_wait}",
             (pi_id, account_id),
         ).fetchone()
         return codec.decode_pi(row[0]) if row else None
@@ -810,3 +825,88 @@ class Deliveries:
             (before,),
         ).fetchall()
         return len(gone) + len(events)
+
+
+class Refunds:
+    """Refunds and reversals: the record as a document, searched by payment intent and status."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def add(self, refund: Refund) -> None:
+        self._db.execute(
+            "INSERT INTO refunds (id, account_id, payment_intent_id, kind, status, request,"
+            " created_at_us, doc) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                refund.id,
+                refund.account_id,
+                refund.payment_intent_id,
+                refund.kind.value,
+                refund.status.value,
+                refund.request,
+                micros(refund.claimed_at),
+                codec.encode(refund),
+            ),
+        )
+
+    def get(self, account_id: str, refund_id: str) -> Refund | None:
+        if not _storable(refund_id):
+            return None
+        row = self._db.execute(
+            "SELECT doc FROM refunds WHERE id = ? AND account_id = ?", (refund_id, account_id)
+        ).fetchone()
+        return codec.decode_refund(row[0]) if row else None
+
+    def pending(self, account_id: str, pi_id: str) -> list[Refund]:
+        rows = self._db.execute(
+            "SELECT doc FROM refunds WHERE payment_intent_id = ? AND account_id = ?"
+            " AND status = ? ORDER BY created_at_us, id",
+            (pi_id, account_id, RefundStatus.PENDING.value),
+        ).fetchall()
+        return [codec.decode_refund(row[0]) for row in rows]
+
+    def by_request(self, account_id: str, pi_id: str, request: str) -> Refund | None:
+        row = self._db.execute(
+            "SELECT doc FROM refunds WHERE payment_intent_id = ? AND account_id = ?"
+            " AND request = ? AND status <> ? ORDER BY created_at_us DESC, id DESC LIMIT 1",
+            (pi_id, account_id, request, RefundStatus.FAILED.value),
+        ).fetchone()
+        return codec.decode_refund(row[0]) if row else None
+
+    def update(self, refund: Refund, *, expected: RefundStatus) -> bool:
+        row = self._db.execute(
+            "UPDATE refunds SET status = ?, doc = ? WHERE id = ? AND account_id = ? AND status = ?"
+            " RETURNING id",
+            (
+                refund.status.value,
+                codec.encode(refund),
+                refund.id,
+                refund.account_id,
+                expected.value,
+            ),
+        ).fetchone()
+        return row is not None
+
+    def lease_pending(
+        self, due: Callable[[Refund], bool], now: datetime, until: datetime, limit: int
+    ) -> list[Refund]:
+        free = "status = ? AND (recovery_leased_until_us IS NULL OR recovery_leased_until_us <= ?)"
+        candidates = [
+            codec.decode_refund(row[0])
+            for row in self._db.execute(
+                f"SELECT doc FROM refunds WHERE {free} LIMIT ?{self._db.skip_locked}",  # noqa: S608
+                (RefundStatus.PENDING.value, micros(now), limit),
+            ).fetchall()
+        ]
+        leased = []
+        for refund in candidates:
+            if not due(refund):
+                continue
+            row = self._db.execute(
+                f"UPDATE refunds SET recovery_leased_until_us = ? WHERE id = ? AND {free}"  # noqa: S608
+                " RETURNING id",
+                (micros(until), refund.id, RefundStatus.PENDING.value, micros(now)),
+            ).fetchone()
+            if row is not None:
+                leased.append(refund)
+        return leased

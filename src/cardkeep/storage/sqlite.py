@@ -203,6 +203,7 @@ class _Db:
 
     skip_locked = ""
     lock_nowait = ""
+    lock_wait = ""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -84,16 +84,43 @@ def _without_cvv(value: Any) -> Any:
     return value
 
 
-def read_key(header: str | None) -> str | None:
-    """The ``Idempotency-Key`` header: 1 to 255 printable ASCII characters, or refused."""
-    if header is None:
+@dataclass(frozen=True)
+class KeyRule:
+    """Where a route's idempotency key comes from and whose it is (CONTRACT §6): header names
+    with their length limits, in order of precedence; whether a key is required; and the path
+    parameter, if any, that narrows the key's scope below the account (refunds: the payment
+    intent, as Dojo's spec says)."""
+
+    headers: tuple[tuple[str, str, int], ...] = ((HEADER, "Idempotency-Key", MAX_KEY),)
+    required: bool = False
+    scope_param: str | None = None
+
+    def read(self, headers: Mapping[str, str]) -> str | None:
+        """The key from the first header present, or refused; None when there is none."""
+        for name, shown, limit in self.headers:
+            value = headers.get(name)
+            if value is None:
+                continue
+            if not 1 <= len(value) <= limit or not all(" " <= ch <= "~" for ch in value):
+                raise ValidationFailed.one(
+                    shown, f"The {shown} header must be 1 to {limit} printable ASCII characters."
+                )
+            return value
+        if self.required:
+            shown = self.headers[0][1]
+            raise ValidationFailed.one(
+                shown, f"The {shown} header is required: a key of your own for this request."
+            )
         return None
-    if not 1 <= len(header) <= MAX_KEY or not all(" " <= ch <= "~" for ch in header):
-        raise ValidationFailed.one(
-            "Idempotency-Key",
-            f"The Idempotency-Key header must be 1 to {MAX_KEY} printable ASCII characters.",
-        )
-    return header
+
+
+ANY_POST = KeyRule()
+# Dojo's ``idempotencyKey`` (required, at most 100 characters) wins over ``Idempotency-Key``.
+REFUNDS = KeyRule(
+    (("idempotencykey", "idempotencyKey", 100), (HEADER, "Idempotency-Key", MAX_KEY)),
+    required=True,
+    scope_param="pi",
+)
 
 
 Run = Callable[[], Awaitable[Response]]
@@ -128,10 +155,15 @@ class IdempotencyStep:
         self._seal = seal
 
     async def __call__(self, call: Any, run: Run) -> Response:
-        key = read_key(call.request.headers.get(HEADER))
-        if key is None or call.request.method != "POST":
+        if call.request.method != "POST":
+            return await run()
+        rule: KeyRule = call.key_rule
+        key = rule.read(call.request.headers)
+        if key is None:
             return await run()
         scope = call.scope_for_idempotency()
+        if rule.scope_param is not None:
+            scope = f"{scope}:{call.param(rule.scope_param)}"
         fingerprint = self._seal.fingerprint(call.request.method, call.request.url.path, call.body)
         call.idempotency_token = self._seal.token(scope, key)
         started = await run_in_threadpool(self._idempotency.begin, scope, key, fingerprint)

@@ -27,7 +27,7 @@ from cardkeep.service.idempotency import RecoveryPoint
 from cardkeep.web.body import decode_json, read_body
 from cardkeep.web.card_guard import contains_card_fields, pan_field
 from cardkeep.web.credentials import basic_credential, missing_credential_detail
-from cardkeep.web.idempotency import HeldKey
+from cardkeep.web.idempotency import ANY_POST, HeldKey, KeyRule
 from cardkeep.web.problems import problem_for
 from cardkeep.web.release import resolve_release
 from cardkeep.web.responses import json_response
@@ -51,6 +51,7 @@ class Call:
     # Set by the Idempotency-Key step: names the request's key to the use cases, and holds it.
     idempotency_token: str | None = None
     held_key: HeldKey | None = None
+    key_rule: KeyRule = ANY_POST  # where this route's idempotency key comes from
 
     def param(self, name: str) -> str:
         return str(self.request.path_params[name])
@@ -177,20 +178,25 @@ class Edge:
         *,
         auth: AuthMode = "key",
         version: bool = True,
+        keys: KeyRule = ANY_POST,
     ) -> Route:
         """One route per path, dispatching by method, so a 405's Allow header lists them all."""
         steps = self.steps(auth=auth, version=version)
-        return Route(path, pipeline(steps, handlers, self._around), methods=list(handlers))
+        endpoint = pipeline(steps, handlers, self._around, keys)
+        return Route(path, endpoint, methods=list(handlers))
 
 
 def pipeline(
-    steps: Sequence[Step], handlers: dict[str, Handler], around: Around | None = None
+    steps: Sequence[Step],
+    handlers: dict[str, Handler],
+    around: Around | None = None,
+    keys: KeyRule = ANY_POST,
 ) -> Callable[[Request], Awaitable[Response]]:
     """The endpoint: the steps in order, then the handler — wrapped by ``around`` (the
     Idempotency-Key step), which sees the final answer, ProblemDetails included."""
 
     async def endpoint(request: Request) -> Response:
-        call = Call(request, trace_id_of(request))
+        call = Call(request, trace_id_of(request), key_rule=keys)
 
         async def handle() -> Response:
             try:

@@ -11,8 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from cardkeep.domain.errors import ValidationFailed
+from cardkeep.domain.money import MAX_VALUE
+from cardkeep.domain.refund import MAX_NOTES, MAX_PREVIOUS_ID, MAX_REASON
 from cardkeep.domain.timefmt import iso
 from cardkeep.service.payment_intents import NewPaymentIntent
+from cardkeep.service.refunds import NewRefund
 from cardkeep.service.setup_intents import NewSetupIntent
 from cardkeep.web.fields import (
     MISSING,
@@ -283,6 +286,28 @@ def payment_intent_command(body: Any) -> NewPaymentIntent:
         description=data.get("description"),
         expire_at=data.get("expireAt"),
         extras=extras,
+    )
+
+
+REFUND_FIELDS: list[Field] = [
+    Int("amount", required=True, minimum=1, maximum=MAX_VALUE),
+    Str("refundReason", max_len=MAX_REASON),
+    Str("notes", max_len=MAX_NOTES),
+    Str("previousTransactionId", max_len=MAX_PREVIOUS_ID),
+]
+
+
+def refund_command(body: Any) -> NewRefund:
+    """Dojo's CreateRefundRequest: the amount in the payment intent's minor units."""
+    errors: Errors = {}
+    data = read_object(body, REFUND_FIELDS, errors)
+    if errors:
+        raise ValidationFailed(errors)
+    return NewRefund(
+        amount=data["amount"],
+        reason=data.get("refundReason"),
+        notes=data.get("notes"),
+        previous_transaction_id=data.get("previousTransactionId"),
     )
 
 

@@ -18,6 +18,7 @@ from cardkeep.domain.attempts import AuthAttempt
 from cardkeep.domain.card import CardOnFile
 from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import PaymentIntent
+from cardkeep.domain.refund import Refund
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.timefmt import iso, iso_seconds
 from cardkeep.domain.webhooks import Delivery, Subscription
@@ -180,6 +181,21 @@ def charge_json(answer: ChargeAnswer) -> dict[str, Any]:
         "status": answer.status,
         "message": answer.message,
     }
+
+
+def refund_json(refund: Refund) -> dict[str, Any]:
+    """Dojo's Refund."""
+    return {
+        "paymentIntentId": refund.payment_intent_id,
+        "refundId": refund.id,
+        "refundReason": refund.reason,
+        "notes": refund.notes,
+    }
+
+
+def reversal_json(reversal: Refund) -> dict[str, Any]:
+    """Dojo's Reversal."""
+    return {"message": "Reversed", "reversalId": reversal.id}
 
 
 def clock_json(now: datetime, offset_seconds: int) -> dict[str, Any]:
