@@ -15,10 +15,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Generic, TypeVar
 
 from cardkeep.service.changes import Changes
-from cardkeep.service.ports import Storage, UnitOfWork
+from cardkeep.service.ports import Clock, Storage, UnitOfWork
 
 C = TypeVar("C")  # what a claim carries to the call and to settlement
 O = TypeVar("O")  # the far side's outcome  # noqa: E741
@@ -52,6 +53,14 @@ class Movement(ABC, Generic[C, O, A]):
     @abstractmethod
     def settle(self, uow: UnitOfWork, claim: C, outcome: O) -> A:
         """Apply a known outcome inside ``uow``; a claim settled meanwhile answers from storage."""
+
+
+def within_timeout(clock: Clock, timeout: timedelta, call: Callable[[], O], late: O) -> O:
+    """``call()``'s answer, or ``late`` (an unknown outcome) when it came after the call's hard
+    timeout: never settled from, recovery asks again with the same key and gets the same answer."""
+    started = clock.now()
+    outcome = call()
+    return late if clock.now() - started > timeout else outcome
 
 
 def move(

@@ -43,6 +43,7 @@ from cardkeep.service.ports import ChargeOutcome, ChargeRequest, ChargeResult, U
 PI, SI = pim.Status, sim.Status
 UNKNOWN_OUTCOME = "The charge outcome is not known yet; it will be settled automatically."
 CARD_EXPIRED = "Card expired"
+ANSWERED_LATE = "The acquirer answered after the timeout"
 
 
 @dataclass(frozen=True)
@@ -155,14 +156,11 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         return Claimed(ChargeClaim(account, pi.id, self.request(account, claimed, si)))
 
     def send(self, claim: ChargeClaim) -> ChargeOutcome:
-        clock = self._ctx.clock
-        started = clock.now()
-        outcome = self._ctx.charger.charge(claim.request)
-        if clock.now() - started > self._ctx.policy.acquirer_timeout:
-            # Past the call's hard timeout: never settled from this answer; recovery asks again
-            # with the same key and gets the same answer from the acquirer.
-            return ChargeOutcome(ChargeResult.UNKNOWN, "The acquirer answered after the timeout")
-        return outcome
+        late = ChargeOutcome(ChargeResult.UNKNOWN, ANSWERED_LATE)
+        ctx = self._ctx
+        return money_movement.within_timeout(
+            ctx.clock, ctx.policy.acquirer_timeout, lambda: ctx.charger.charge(claim.request), late
+        )
 
     def resend(self, claim: ChargeClaim) -> ChargeOutcome:
         return self._ctx.charger.status(claim.request)

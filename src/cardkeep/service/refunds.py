@@ -38,6 +38,7 @@ from cardkeep.service import money_movement
 from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context
 from cardkeep.service.money_movement import Claimed, Movement
+from cardkeep.service.payment_intents import ANSWERED_LATE
 from cardkeep.service.ports import RefundOutcome, RefundRequest, RefundResult, UnitOfWork
 
 RS = rm.Status
@@ -126,13 +127,11 @@ class Movements(Movement[RefundClaim, RefundOutcome, Refund]):
         return Claimed(RefundClaim(account, refund, self.request(account, pi, refund)))
 
     def send(self, claim: RefundClaim) -> RefundOutcome:
-        clock = self._ctx.clock
-        started = clock.now()
-        outcome = self._ctx.charger.refund(claim.request)
-        if clock.now() - started > self._ctx.policy.acquirer_timeout:
-            # Past the call's hard timeout: recovery asks again with the same key.
-            return RefundOutcome(RefundResult.UNKNOWN, "The acquirer answered after the timeout")
-        return outcome
+        late = RefundOutcome(RefundResult.UNKNOWN, ANSWERED_LATE)
+        ctx = self._ctx
+        return money_movement.within_timeout(
+            ctx.clock, ctx.policy.acquirer_timeout, lambda: ctx.charger.refund(claim.request), late
+        )
 
     def resend(self, claim: RefundClaim) -> RefundOutcome:
         return self._ctx.charger.refund_status(claim.request)

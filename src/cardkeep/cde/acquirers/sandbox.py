@@ -21,6 +21,7 @@ from cardkeep.cde.acquirers.ledger import Capture, Ledger, RefundEntry
 from cardkeep.cde.pan import CardNumber, Cvv
 from cardkeep.domain.account import Mode
 from cardkeep.domain.card import Expiry, Scheme
+from cardkeep.domain.money import Money
 from cardkeep.service.ports import ChargeOutcome, ChargeResult, RefundOutcome, RefundResult
 
 DECLINED_CARDS = {
@@ -93,12 +94,21 @@ class SandboxAcquirer:
             charge.idempotency_key, decided, charge.network_transaction_id, charge.amount.value
         )
 
-    def charge(self, charge: MitCharge) -> ChargeOutcome:
-        self._check_mode(charge.mode)
+    def _sending(self, mode: Mode, key: str) -> None:
+        """A first send (not a re-send) with ``key``: refused for a mode not served, counted."""
+        self._check_mode(mode)
         with self._lock:
-            self._sent[charge.idempotency_key] = self._sent.get(charge.idempotency_key, 0) + 1
+            self._sent[key] = self._sent.get(key, 0) + 1
+
+    @staticmethod
+    def _answer_lost(mode: Mode, amount: Money) -> bool:
+        """The sandbox's lost answer: the acquirer acted, the caller never hears it."""
+        return mode is Mode.SANDBOX and amount.value % 100 == LOST_ANSWER
+
+    def charge(self, charge: MitCharge) -> ChargeOutcome:
+        self._sending(charge.mode, charge.idempotency_key)
         outcome = self._process(charge)
-        if charge.mode is Mode.SANDBOX and charge.amount.value % 100 == LOST_ANSWER:
+        if self._answer_lost(charge.mode, charge.amount):
             return ChargeOutcome(ChargeResult.UNKNOWN, LOST_MESSAGE)
         return outcome
 
@@ -127,11 +137,9 @@ class SandboxAcquirer:
 
     def refund(self, call: RefundCall) -> RefundOutcome:
         """A refund or reversal (``call.kind``) of the capture ``call.capture_key``."""
-        self._check_mode(call.mode)
-        with self._lock:
-            self._sent[call.idempotency_key] = self._sent.get(call.idempotency_key, 0) + 1
+        self._sending(call.mode, call.idempotency_key)
         outcome = self._process_refund(call)
-        if call.mode is Mode.SANDBOX and call.amount.value % 100 == LOST_ANSWER:
+        if self._answer_lost(call.mode, call.amount):
             return RefundOutcome(RefundResult.UNKNOWN, LOST_MESSAGE)
         return outcome
 
