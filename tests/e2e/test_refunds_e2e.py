@@ -329,3 +329,55 @@ def test_refunded_and_reversed_are_delivered_signed(m: Merchant, hook: Receiver)
     counted = [json.loads(p.body)["data"]["paymentStatus"] for p in mine]
     assert counted.count("Refunded") == 1
     assert counted.count("Reversed") == 1
+
+
+def recovered_capture(m: Merchant, value: int) -> str:
+    """A payment intent whose charge's answer was lost (amount ending 99), captured by recovery
+    once the account clock has moved past the recovery delay."""
+    pi = m.create_pi(m.authorized_si()["id"], value).json()["id"]
+    assert_problem(m.charge(pi), 503, "service_unavailable")
+    return str(pi)
+
+
+def wait_captured(m: Merchant, pis: list[str]) -> None:
+    for pi in pis:
+        got = poll(
+            lambda pi=pi: m.api.get(f"/payment-intents/{pi}"),
+            lambda r: r.json()["status"] != "Authorized" and r.json()["status"] != "Created",
+            20,
+        )
+        assert got.json()["status"] == "Captured", got.text
+
+
+def test_a_capture_settled_by_recovery_is_refunded_and_reversed(m: Merchant, srv: Server) -> None:
+    """The refund names the attempt that captured; a reversal of 1099 loses its answer too, and
+    is settled once by recovery, a refund waiting meanwhile."""
+    to_refund, to_reverse = recovered_capture(m, 1099), recovered_capture(m, 1099)
+    assert m.advance(RECOVERY_AFTER + 1).status_code == 200
+    wait_captured(m, [to_refund, to_reverse])
+    part = assert_valid("Refund", refund(m, to_refund, 500, "after-recovery"))
+    after = read_pi(m, to_refund)
+    assert (after["status"], after["refundedAmount"]) == ("Captured", 500)
+    assert [(k, r, a) for k, r, a, _ in ledger_rows(srv, to_refund)] == [
+        ("refund", "approved", 500)
+    ]
+    assert part["paymentIntentId"] == to_refund
+
+    lost = reverse(m, to_reverse)  # its amount, the capture's 1099, loses the answer
+    assert_problem(lost, 503, "service_unavailable")
+    assert int(lost.headers["Retry-After"]) >= 1
+    assert_problem(reverse(m, to_reverse), 409, "refund_in_progress")
+    assert_problem(refund(m, to_reverse, 1, "meanwhile"), 409, "refund_in_progress")
+    assert read_pi(m, to_reverse)["status"] == "Captured"
+    assert m.advance(RECOVERY_AFTER + 1).status_code == 200
+    done = poll(
+        lambda: m.api.get(f"/payment-intents/{to_reverse}"),
+        lambda r: r.json()["status"] != "Captured",
+        20,
+    )
+    assert done.json()["status"] == "Reversed", done.text
+    assert [e["eventType"] for e in read_pi(m, to_reverse)["paymentEvents"]].count("Reversed") == 1
+    ((kind, result, amount, key),) = ledger_rows(srv, to_reverse)
+    assert (kind, result, amount, key[:13]) == ("reversal", "approved", 1099, "reversal:rvs_")
+    assert_problem(reverse(m, to_reverse), 409, "invalid_state")
+    assert_problem(refund(m, to_reverse, 1, "meanwhile"), 400, "invalid_state")
