@@ -11,6 +11,8 @@ in bulk first:
   one wins; the other gets the contract's refusal (a refund: 400 ``invalid_state`` after the
   reversal, 409 ``refund_in_progress`` while it is pending; a reversal: 409 ``invalid_state``);
   the ledger never approves both.
+- 10 concurrent sends of one refund (one ``idempotencyKey``), over 50 trials per engine: one
+  refund at the acquirer, every 200 the same Refund.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.slow
 
 TRIALS = int(os.environ.get("REFUND_RACE_TRIALS", "100"))
 REVERSAL_TRIALS = int(os.environ.get("REFUND_REVERSAL_TRIALS", "200"))
+RETRY_TRIALS = int(os.environ.get("REFUND_RETRY_TRIALS", "50"))
 SETUP_IN_FLIGHT = 16  # captured payment intents made at once, before the races
 CAPTURE = 1000
 REFUND = 300
@@ -241,3 +244,35 @@ def test_a_refund_racing_a_reversal_one_wins(two_workers: Server) -> None:
     # Both sides won some trials (the race is real), and the refusals were the contract's.
     assert any(refund[0] == 200 for _, refund, _ in tally), tally
     assert any(reversal[0] == 200 for _, _, reversal in tally), tally
+
+
+def test_concurrent_retries_of_one_refund_refund_once(two_workers: Server) -> None:
+    """10 concurrent sends of one refund (the same ``idempotencyKey`` and body) over both
+    workers: one refund, every 200 the same one, the rest 409 ``idempotency_in_progress``."""
+    key = two_workers.create_account("retry-racer")
+
+    async def run() -> list[tuple[str, list[httpx.Response], dict[str, Any]]]:
+        async with Racer([two_workers.api_url], two_workers.pci_url, key) as racer:
+            pis = await _captured(racer, RETRY_TRIALS)
+
+            async def trial(i: int) -> tuple[str, list[httpx.Response], dict[str, Any]]:
+                pi = pis[i]
+                responses = await asyncio.gather(
+                    *(_refund(racer, pi, 400, f"retry-{i}") for _ in range(10))
+                )
+                return pi, list(responses), await racer.get(f"/payment-intents/{pi}")
+
+            return await _trials(RETRY_TRIALS, trial)
+
+    results = asyncio.run(run())
+    ledger = _ledger(two_workers)
+    overall = sum((Counter(_answer(r) for r in rs) for _, rs, _ in results), Counter())
+    assert set(overall) <= {(200, ""), (409, "idempotency_in_progress")}, overall
+    for pi, responses, after in results:
+        won = [r.json() for r in responses if r.status_code == 200]
+        assert won, [r.text for r in responses]
+        assert not _shape_errors("Refund", won), _shape_errors("Refund", won)
+        assert len({b["refundId"] for b in won}) == 1, won
+        assert (after["status"], after["refundedAmount"]) == ("Captured", 400), after
+        entry = ledger[_capture_key(two_workers, pi)]
+        assert (entry["refund"], entry["rows"]) == (400, 1), (pi, entry)
