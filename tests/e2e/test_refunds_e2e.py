@@ -381,3 +381,23 @@ def test_a_capture_settled_by_recovery_is_refunded_and_reversed(m: Merchant, srv
     assert (kind, result, amount, key[:13]) == ("reversal", "approved", 1099, "reversal:rvs_")
     assert_problem(reverse(m, to_reverse), 409, "invalid_state")
     assert_problem(refund(m, to_reverse, 1, "meanwhile"), 400, "invalid_state")
+
+
+def test_the_key_of_an_unsettled_refund_with_another_body_is_a_mismatch(
+    m: Merchant, srv: Server
+) -> None:
+    """The 503 of a lost answer is not kept, so the key runs again: a different body with it is
+    another request (422), never an answer from the refund that the first body claimed, and the
+    first body's own retry still gets that refund once it is settled."""
+    pi = captured(m)
+    assert_problem(refund(m, pi, 199, "lost"), 503, "service_unavailable")
+    assert_problem(refund(m, pi, 200, "lost"), 422, "idempotency_key_mismatch")
+    assert_problem(refund(m, pi, 199, "lost", notes="other"), 422, "idempotency_key_mismatch")
+    assert_problem(refund(m, pi, 199, "lost"), 409, "refund_in_progress")
+    assert m.advance(RECOVERY_AFTER + 1).status_code == 200
+    settled = poll(lambda: refund(m, pi, 199, "lost"), lambda r: r.status_code != 409, 20)
+    body = assert_valid("Refund", settled)
+    assert_problem(refund(m, pi, 200, "lost"), 422, "idempotency_key_mismatch")
+    assert assert_valid("Refund", refund(m, pi, 199, "lost")) == body
+    assert read_pi(m, pi)["refundedAmount"] == 199
+    assert [(k, r, a) for k, r, a, _ in ledger_rows(srv, pi)] == [("refund", "approved", 199)]
