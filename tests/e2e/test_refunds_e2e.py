@@ -401,3 +401,28 @@ def test_the_key_of_an_unsettled_refund_with_another_body_is_a_mismatch(
     assert assert_valid("Refund", refund(m, pi, 199, "lost")) == body
     assert read_pi(m, pi)["refundedAmount"] == 199
     assert [(k, r, a) for k, r, a, _ in ledger_rows(srv, pi)] == [("refund", "approved", 199)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"amount": -1},
+        {"amount": 1.5},
+        {"amount": True},
+        {"amount": 2**63},
+        {"amount": {"value": 100, "currencyCode": "GBP"}},
+        {"amount": 100, "refundReason": "x" * 2000},
+        {"amount": 100, "notes": 5},
+        {"amount": 100, "previousTransactionId": "p" * 101},
+        [],
+        None,
+    ],
+)
+def test_a_bad_refund_body_is_a_validation_error(m: Merchant, body: Any) -> None:
+    pi = captured(m)
+    sent = m.api.post(
+        f"/payment-intents/{pi}/refunds", json=body, headers={"idempotencyKey": "bad"}
+    )
+    assert_problem(sent, 400, "validation_error")
+    assert read_pi(m, pi)["refundedAmount"] == 0
