@@ -4,6 +4,8 @@ the same semantics (conditional writes, rollback, outbox with the change)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +21,8 @@ from cardkeep.domain.errors import Conflict, Unavailable
 from cardkeep.domain.events import DomainEvent, change_event
 from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import Status as PI
+from cardkeep.domain.refund import Kind, Refund
+from cardkeep.domain.refund import Status as RS
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SI
 from cardkeep.service.ports import Storage, StoredResponse
@@ -324,3 +328,211 @@ def test_an_accounts_origins_round_trip(storage: Storage) -> None:
     with storage.transaction(write=False) as uow:
         assert uow.accounts.origins(ACCOUNT.id) == ("https://a.example", "http://localhost:3000")
         assert uow.accounts.origins("acc_nope") == ()
+
+
+# -- Refunds and reversals -----------------------------------------------------------------------
+
+
+def refund(
+    id_: str = "rfnd_1",
+    pi_id: str = "pi_1",
+    *,
+    seconds: int = 0,
+    status: RS = RS.PENDING,
+    kind: Kind = Kind.REFUND,
+    **changes: Any,
+) -> Refund:
+    """A refund of ``pi_id`` claimed ``seconds`` after T0."""
+    at = T0 + timedelta(seconds=seconds)
+    base = Refund(
+        id=id_,
+        account_id=ACCOUNT.id,
+        payment_intent_id=pi_id,
+        kind=kind,
+        status=status,
+        amount=Money(300, "GBP"),
+        created_at=at,
+        updated_at=at,
+        claimed_at=at,
+    )
+    return replace(base, **changes)
+
+
+def captured_pis(storage: Storage, *ids: str) -> None:
+    with storage.transaction(write=True) as uow:
+        for id_ in ids:
+            pi = make_pi(PI.CAPTURED, id_=id_, account_id=ACCOUNT.id, setup_intent_id=None)
+            uow.payment_intents.add(replace(pi, captured_amount=1000))
+        uow.commit()
+
+
+def test_a_refund_round_trips_and_is_seen_by_its_account_only(storage: Storage) -> None:
+    captured_pis(storage, "pi_1")
+    full = refund(
+        reason="Charged by mistake",
+        notes="table 4",
+        previous_transaction_id="prev_1",
+        message=None,
+        request="tok",
+    )
+    reversal = refund("rvs_1", kind=Kind.REVERSAL, seconds=1, amount=Money(1000, "GBP"))
+    with storage.transaction(write=True) as uow:
+        uow.refunds.add(full)
+        uow.refunds.add(reversal)
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        assert uow.refunds.get(ACCOUNT.id, "rfnd_1") == full
+        assert uow.refunds.get(ACCOUNT.id, "rvs_1") == reversal
+        assert uow.refunds.get("acc_other", "rfnd_1") is None
+        assert uow.refunds.get(ACCOUNT.id, "rfnd_nope") is None
+        assert uow.refunds.get(ACCOUNT.id, "rfnd_\x00") is None
+    with pytest.raises(Conflict), storage.transaction(write=True) as uow:
+        uow.refunds.add(replace(full, amount=Money(1, "GBP")))  # the same id again
+    with pytest.raises(Conflict), storage.transaction(write=True) as uow:
+        uow.refunds.add(refund("rfnd_orphan", "pi_nope"))  # of no payment intent
+    with storage.transaction(write=False) as uow:
+        assert uow.refunds.get(ACCOUNT.id, "rfnd_1") == full
+        assert uow.refunds.get(ACCOUNT.id, "rfnd_orphan") is None
+
+
+def test_pending_lists_a_payment_intents_unsettled_movements_oldest_first(
+    storage: Storage,
+) -> None:
+    captured_pis(storage, "pi_1", "pi_2")
+    with storage.transaction(write=True) as uow:
+        uow.refunds.add(refund("rfnd_late", seconds=5))
+        uow.refunds.add(refund("rvs_early", seconds=1, kind=Kind.REVERSAL))
+        uow.refunds.add(refund("rfnd_done", seconds=0, status=RS.SUCCEEDED))
+        uow.refunds.add(refund("rfnd_declined", seconds=2, status=RS.DECLINED))
+        uow.refunds.add(refund("rfnd_failed", seconds=3, status=RS.FAILED))
+        uow.refunds.add(refund("rfnd_elsewhere", "pi_2", seconds=0))
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        assert [r.id for r in uow.refunds.pending(ACCOUNT.id, "pi_1")] == ["rvs_early", "rfnd_late"]
+        assert [r.id for r in uow.refunds.pending(ACCOUNT.id, "pi_2")] == ["rfnd_elsewhere"]
+        assert uow.refunds.pending("acc_other", "pi_1") == []
+        assert uow.refunds.pending(ACCOUNT.id, "pi_nope") == []
+
+
+def test_by_request_finds_the_newest_claim_of_a_request_that_did_not_fail(
+    storage: Storage,
+) -> None:
+    captured_pis(storage, "pi_1", "pi_2")
+    with storage.transaction(write=True) as uow:
+        uow.refunds.add(refund("rfnd_a", seconds=1, status=RS.SUCCEEDED, request="tok"))
+        uow.refunds.add(refund("rfnd_b", seconds=2, status=RS.FAILED, request="tok"))
+        uow.refunds.add(refund("rfnd_other", seconds=3, request="another"))
+        uow.refunds.add(refund("rfnd_c", "pi_2", seconds=4, request="tok"))
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        found = uow.refunds.by_request(ACCOUNT.id, "pi_1", "tok")
+        assert found is not None
+        assert found.id == "rfnd_a"  # the newer one failed: a retry makes a new one
+        assert uow.refunds.by_request("acc_other", "pi_1", "tok") is None
+        assert uow.refunds.by_request(ACCOUNT.id, "pi_1", "nope") is None
+    with storage.transaction(write=True) as uow:
+        uow.refunds.add(refund("rfnd_d", seconds=5, status=RS.DECLINED, request="tok"))
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        found = uow.refunds.by_request(ACCOUNT.id, "pi_1", "tok")
+        assert found is not None
+        assert found.id == "rfnd_d"
+        elsewhere = uow.refunds.by_request(ACCOUNT.id, "pi_2", "tok")
+        assert elsewhere is not None
+        assert elsewhere.id == "rfnd_c"
+
+
+def test_a_refund_is_updated_only_from_the_expected_status(storage: Storage) -> None:
+    captured_pis(storage, "pi_1")
+    pending = refund()
+    with storage.transaction(write=True) as uow:
+        uow.refunds.add(pending)
+        uow.commit()
+    later = T0 + timedelta(seconds=1)
+    succeeded = replace(pending, status=RS.SUCCEEDED, updated_at=later, message="REFUNDED")
+    with storage.transaction(write=True) as uow:
+        assert uow.refunds.update(succeeded, expected=RS.PENDING)
+        uow.commit()
+    declined = replace(pending, status=RS.DECLINED, updated_at=later, message="Do not honour")
+    with storage.transaction(write=True) as uow:
+        assert not uow.refunds.update(declined, expected=RS.PENDING)  # stale: settled already
+        assert not uow.refunds.update(
+            replace(declined, account_id="acc_other"), expected=RS.SUCCEEDED
+        )
+        uow.commit()
+    with storage.transaction(write=True) as uow:
+        assert uow.refunds.update(replace(succeeded, notes="n"), expected=RS.SUCCEEDED)
+    # rolled back
+    with storage.transaction(write=False) as uow:
+        assert uow.refunds.get(ACCOUNT.id, pending.id) == succeeded
+        assert uow.refunds.pending(ACCOUNT.id, "pi_1") == []
+
+
+def test_lease_pending_gives_each_due_movement_to_one_caller_until_it_expires(
+    storage: Storage,
+) -> None:
+    captured_pis(storage, "pi_1", "pi_2")
+    with storage.transaction(write=True) as uow:
+        uow.refunds.add(refund("rfnd_1"))
+        uow.refunds.add(refund("rvs_2", "pi_2", kind=Kind.REVERSAL))
+        uow.refunds.add(refund("rfnd_young", seconds=50))
+        uow.refunds.add(refund("rfnd_done", status=RS.SUCCEEDED))
+        uow.commit()
+
+    def old(r: Refund) -> bool:
+        return r.claimed_at < T0 + timedelta(seconds=10)
+
+    def lease(now: datetime, until: datetime, due: Any = old) -> list[str]:
+        with storage.transaction(write=True) as uow:
+            got = sorted(r.id for r in uow.refunds.lease_pending(due, now, until, 10))
+            uow.commit()
+        return got
+
+    start = T0 + timedelta(seconds=60)
+    assert lease(start, start, lambda r: False) == []  # nothing due: nothing leased
+    assert lease(start, start + timedelta(seconds=30)) == ["rfnd_1", "rvs_2"]
+    assert lease(start + timedelta(seconds=1), start + timedelta(seconds=99)) == []  # leased
+    everything = lease(start + timedelta(seconds=2), start + timedelta(seconds=99), lambda r: True)
+    assert everything == ["rfnd_young"]  # the young one, once due; never a settled one
+    with storage.transaction(write=True) as uow:  # a rolled-back lease is no lease
+        uow.refunds.lease_pending(old, start + timedelta(seconds=30), start + timedelta(days=1), 10)
+    with storage.transaction(write=True) as uow:  # settled meanwhile: never leased again
+        settled = replace(refund("rvs_2", "pi_2", kind=Kind.REVERSAL), status=RS.SUCCEEDED)
+        assert uow.refunds.update(settled, expected=RS.PENDING)
+        uow.commit()
+    assert lease(start + timedelta(seconds=30), start + timedelta(seconds=60)) == ["rfnd_1"]
+
+
+def test_get_for_update_reads_a_payment_intent_after_the_holder_of_its_lock_commits(
+    storage: Storage,
+) -> None:
+    captured_pis(storage, "pi_1")
+    with storage.transaction(write=False) as uow:
+        plain = uow.payment_intents.get(ACCOUNT.id, "pi_1")
+    with storage.transaction(write=True) as uow:
+        assert uow.payment_intents.get_for_update(ACCOUNT.id, "pi_1") == plain
+        assert uow.payment_intents.get_for_update("acc_other", "pi_1") is None
+        assert uow.payment_intents.get_for_update(ACCOUNT.id, "pi_nope") is None
+        assert uow.payment_intents.get_for_update(ACCOUNT.id, "pi_\x00") is None
+    assert plain is not None
+    locked, seen = threading.Event(), []
+
+    def second() -> None:
+        locked.wait(5)
+        with storage.transaction(write=True) as uow:
+            got = uow.payment_intents.get_for_update(ACCOUNT.id, "pi_1")
+            seen.append(got.refunded_amount if got else None)
+            uow.commit()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with storage.transaction(write=True) as uow:
+        held = uow.payment_intents.get_for_update(ACCOUNT.id, "pi_1")
+        assert held is not None
+        locked.set()
+        time.sleep(0.3)  # the second caller is waiting for this transaction meanwhile
+        assert seen == []
+        assert uow.payment_intents.update(replace(held, refunded_amount=300), expected=PI.CAPTURED)
+        uow.commit()
+    thread.join(10)
+    assert seen == [300]

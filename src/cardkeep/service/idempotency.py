@@ -60,8 +60,10 @@ class Started:
 
 
 def keeps(status: int) -> bool:
-    """Whether a final answer with this status is kept for replay."""
-    return 200 <= status < 500 and status not in (409, 429)
+    """Whether a final answer with this status is kept for replay. A 422 (a mismatch the use case
+    found: the key names another request whose answer was not kept) is not: keeping it would bind
+    the key to this other request, and refuse that first request's own retry."""
+    return 200 <= status < 500 and status not in (409, 422, 429)
 
 
 class Idempotency:

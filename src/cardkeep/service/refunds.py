@@ -24,6 +24,7 @@ from cardkeep.domain import refund as rm
 from cardkeep.domain.account import Account
 from cardkeep.domain.attempts import AttemptType, AuthAttempt
 from cardkeep.domain.errors import (
+    IdempotencyKeyMismatch,
     NotFound,
     RefundDeclined,
     RefundInProgress,
@@ -94,6 +95,12 @@ class Movements(Movement[RefundClaim, RefundOutcome, Refund]):
         if request is not None:
             earlier = uow.refunds.by_request(account.id, pi_id, request)
             if earlier is not None:
+                if not _same_request(earlier, kind, new):
+                    # The key's first answer was not kept (its outcome was unknown), so it runs
+                    # again: with another body it is another request, never answered from this.
+                    raise IdempotencyKeyMismatch(
+                        "This idempotency key was used with a different request; use a new key."
+                    )
                 return earlier  # a retry: the caller answers from it
         pending = Pending(uow.refunds.pending(account.id, pi_id))
         blocking = pending.blocking(real_now, policy.acquirer_timeout)
@@ -168,6 +175,21 @@ class Movements(Movement[RefundClaim, RefundOutcome, Refund]):
             assert pi is not None
             self._changes.save(uow, pi, _after(pi, settled, now, self._ctx.ids.uuid4()))
         return settled
+
+
+def _same_request(earlier: Refund, kind: Kind, new: NewRefund | None) -> bool:
+    """Whether ``earlier`` was claimed by the same request: the same kind, and for a refund the
+    same amount, reason, notes and previous transaction."""
+    if earlier.kind is not kind:
+        return False
+    if new is None:
+        return True
+    return (
+        earlier.amount.value,
+        earlier.reason,
+        earlier.notes,
+        earlier.previous_transaction_id,
+    ) == (new.amount, new.reason, new.notes, new.previous_transaction_id)
 
 
 def _after(pi: PaymentIntent, refund: Refund, now: datetime, entry_id: str) -> PaymentIntent:
