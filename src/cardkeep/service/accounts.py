@@ -71,8 +71,13 @@ class Accounts:
             else:
                 key = uow.accounts.key(key_id_or_secret)
             if key is None:
-                # Never echo a secret key, even a wrong one.
-                named = "that secret key" if is_secret else f"id {key_id_or_secret}"
+                # Only a key id is echoed: never a secret key, even a wrong or mistyped one.
+                if is_secret:
+                    named = "that secret key"
+                elif key_id_or_secret.startswith(f"{Prefix.API_KEY.value}_"):
+                    named = f"id {key_id_or_secret}"
+                else:
+                    named = "that id or secret key"
                 raise NotFound(f"No API key with {named}.")
             if key.active:
                 uow.accounts.revoke_key(key.id, self._ctx.clock.now())
