@@ -147,7 +147,7 @@ class World:
         )
         self.services = self.api.services
         self.intake = self.pci.intake
-        self.account, self.key = self.services.accounts.create("m", Mode.SANDBOX)
+        self.account, self.key_id, self.key = self.services.accounts.create("m", Mode.SANDBOX)
         self.dispatcher = build_dispatcher(
             self.settings, self.storage, clock=self.clock, webhooks=self.webhook_seams
         )

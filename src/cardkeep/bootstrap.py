@@ -350,7 +350,7 @@ def ensure_sandbox_account(settings: Settings, services: Services) -> str:
             return kept
         except Unauthorized:
             pass  # the database was reset: make a new account and key
-    _, key = services.accounts.create("sandbox", Mode.SANDBOX)
+    _, _, key = services.accounts.create("sandbox", Mode.SANDBOX)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")

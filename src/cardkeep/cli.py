@@ -12,6 +12,7 @@ from cardkeep import __version__
 from cardkeep.config import Settings, SettingsError, from_env
 from cardkeep.domain.account import Mode
 from cardkeep.domain.errors import DomainError
+from cardkeep.domain.timefmt import iso
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -151,7 +152,8 @@ def accounts() -> None:
 @data_dir_option
 @database_url_option
 def accounts_create(name: str, mode: str, data_dir: Path | None, database_url: str | None) -> None:
-    """Create an account; prints only its secret key on stdout (details on stderr)."""
+    """Create an account; prints only its secret key on stdout, once (the account and the key's
+    id on stderr)."""
     from cardkeep.bootstrap import Runtime
     from cardkeep.bootstrap import migrate as apply
 
@@ -159,10 +161,11 @@ def accounts_create(name: str, mode: str, data_dir: Path | None, database_url: s
     apply(settings)
     with Runtime.open(settings) as runtime:
         try:
-            account, key = runtime.services.accounts.create(name, Mode(mode))
+            account, key_id, key = runtime.services.accounts.create(name, Mode(mode))
         except DomainError as exc:
             raise click.UsageError(exc.detail) from exc
     click.echo(f"created {account.mode.value} account {account.id} ({account.name})", err=True)
+    click.echo(f"key id {key_id}", err=True)
     sys.stdout.write(key + "\n")
 
 
@@ -176,6 +179,64 @@ def accounts_list(data_dir: Path | None, database_url: str | None) -> None:
     with Runtime.open(_settings(data_dir=data_dir, database_url=database_url)) as runtime:
         for account in runtime.services.accounts.list():
             click.echo(f"{account.id}\t{account.mode.value}\t{account.name}")
+
+
+@accounts.command("keys")
+@click.argument("account_id")
+@data_dir_option
+@database_url_option
+def accounts_keys(account_id: str, data_dir: Path | None, database_url: str | None) -> None:
+    """List the account's API keys, oldest first: key id, created at, and revoked at or
+    "active". Never the secret keys (they are shown once, when made, and not stored)."""
+    from cardkeep.bootstrap import Runtime
+
+    with Runtime.open(_settings(data_dir=data_dir, database_url=database_url)) as runtime:
+        try:
+            keys = runtime.services.accounts.keys(account_id)
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+    for key in keys:
+        revoked = "active" if key.revoked_at is None else f"revoked {iso(key.revoked_at)}"
+        click.echo(f"{key.id}\t{iso(key.created_at)}\t{revoked}")
+
+
+@accounts.command("new-key")
+@click.argument("account_id")
+@data_dir_option
+@database_url_option
+def accounts_new_key(account_id: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Make another secret key for the account (its other keys keep working); prints only the
+    secret key on stdout, once, and its key id on stderr, so KEY=$(cardkeep accounts new-key
+    ACCOUNT) works."""
+    from cardkeep.bootstrap import Runtime
+
+    with Runtime.open(_settings(data_dir=data_dir, database_url=database_url)) as runtime:
+        try:
+            key_id, key = runtime.services.accounts.new_key(account_id)
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+    click.echo(f"key id {key_id}", err=True)
+    sys.stdout.write(key + "\n")
+
+
+@accounts.command("revoke-key")
+@click.argument("key", metavar="KEY_ID_OR_SECRET")
+@data_dir_option
+@database_url_option
+def accounts_revoke_key(key: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Revoke an API key, named by its key id (key_...) or by the secret key itself. Once this
+    returns, every request with the key is refused (401) by every cardkeep process on the
+    database: none keeps keys in memory. Revoking a revoked key changes nothing. Prints the key
+    id and when it was revoked."""
+    from cardkeep.bootstrap import Runtime
+
+    with Runtime.open(_settings(data_dir=data_dir, database_url=database_url)) as runtime:
+        try:
+            revoked = runtime.services.accounts.revoke_key(key)
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+    assert revoked.revoked_at is not None
+    click.echo(f"{revoked.id}\trevoked {iso(revoked.revoked_at)}")
 
 
 @accounts.command("origins")
@@ -304,8 +365,6 @@ def webhooks_tail(
     """Print deliveries as they are made: one line each time a delivery is created or attempted
     (time, id, event, status, attempts, last answer). What did my endpoint get?"""
     import time
-
-    from cardkeep.domain.timefmt import iso
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
     seen: dict[str, tuple[str, int]] = {}

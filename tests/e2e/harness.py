@@ -102,7 +102,7 @@ class Server:
         with Runtime.open(self.settings) as runtime:
             accounts = runtime.services.accounts
             names = [name] if count == 1 else [f"{name}-{i}" for i in range(count)]
-            return [accounts.create(each, Mode(mode))[1] for each in names]
+            return [accounts.create(each, Mode(mode))[2] for each in names]
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the server's database, behind its back (``?`` placeholders),

@@ -29,6 +29,7 @@ def test_accounts_create_prints_only_the_key_and_stores_its_hash(tmp_path: Path)
     assert sandbox.returncode == 0, sandbox.stderr
     assert re.fullmatch(r"sk_sandbox_[A-Za-z0-9_-]{43}\n", sandbox.stdout)
     assert "created sandbox account acc_" in sandbox.stderr
+    assert re.search(r"^key id key_[A-Za-z0-9_-]{22}$", sandbox.stderr, re.MULTILINE)
     prod = cardkeep("accounts", "create", "Platform", "--mode", "prod", "--data-dir", str(tmp_path))
     assert re.fullmatch(r"sk_prod_[A-Za-z0-9_-]{43}\n", prod.stdout)
     listing = cardkeep("accounts", "list", "--data-dir", str(tmp_path))
@@ -134,6 +135,9 @@ def test_help_of_every_command_exits_0() -> None:
         ["accounts", "create"],
         ["accounts", "list"],
         ["accounts", "origins"],
+        ["accounts", "keys"],
+        ["accounts", "new-key"],
+        ["accounts", "revoke-key"],
         ["webhooks"],
         ["webhooks", "dispatch"],
         ["webhooks", "replay"],

@@ -16,6 +16,7 @@ import pytest
 
 from cardkeep.cde import vault_store
 from cardkeep.cde.vault import SealedCard
+from cardkeep.domain.account import ApiKey
 from cardkeep.domain.card import CardOnFile, Expiry, Scheme
 from cardkeep.domain.errors import Conflict, Unavailable
 from cardkeep.domain.events import DomainEvent, change_event
@@ -536,3 +537,56 @@ def test_get_for_update_reads_a_payment_intent_after_the_holder_of_its_lock_comm
         uow.commit()
     thread.join(10)
     assert seen == [300]
+
+
+def test_api_keys_have_ids_and_revoked_ones_authenticate_nothing(storage: Storage) -> None:
+    later = T0 + timedelta(seconds=1)
+    with storage.transaction(write=True) as uow:
+        uow.accounts.add_key("key_1", "hash1", ACCOUNT.id, T0)
+        uow.accounts.add_key("key_2", "hash2", ACCOUNT.id, later)
+        uow.commit()
+    with storage.transaction(write=False) as uow:
+        assert uow.accounts.keys(ACCOUNT.id) == (
+            ApiKey("key_1", ACCOUNT.id, T0),
+            ApiKey("key_2", ACCOUNT.id, later),
+        )
+        assert uow.accounts.keys("acc_nope") == ()
+        assert uow.accounts.key("key_2") == ApiKey("key_2", ACCOUNT.id, later)
+        assert uow.accounts.key_of_hash("hash1") == ApiKey("key_1", ACCOUNT.id, T0)
+        assert uow.accounts.key("key_nope") is None
+        assert uow.accounts.key("key_\x00") is None
+        assert uow.accounts.key_of_hash("nope") is None
+        assert uow.accounts.by_key_hash("hash1") == ("hash1", ACCOUNT)
+    revoked_at = T0 + timedelta(minutes=5)
+    with storage.transaction(write=True) as uow:
+        uow.accounts.revoke_key("key_1", revoked_at)
+        uow.commit()
+    with storage.transaction(write=True) as uow:
+        uow.accounts.revoke_key("key_1", revoked_at + timedelta(hours=1))  # keeps the first
+        uow.accounts.revoke_key("key_nope", revoked_at)  # names nothing: changes nothing
+        uow.commit()
+    with storage.transaction(write=True) as uow:
+        uow.accounts.revoke_key("key_2", revoked_at)  # rolled back: still active
+    with storage.transaction(write=False) as uow:
+        assert uow.accounts.by_key_hash("hash1") is None
+        assert uow.accounts.by_key_hash("hash2") == ("hash2", ACCOUNT)
+        assert uow.accounts.key_of_hash("hash1") == ApiKey("key_1", ACCOUNT.id, T0, revoked_at)
+        assert [(k.id, k.revoked_at) for k in uow.accounts.keys(ACCOUNT.id)] == [
+            ("key_1", revoked_at),
+            ("key_2", None),
+        ]
+
+
+def test_an_api_key_id_or_hash_taken_already_is_a_conflict(storage: Storage) -> None:
+    with storage.transaction(write=True) as uow:
+        uow.accounts.add_key("key_1", "hash1", ACCOUNT.id, T0)
+        uow.commit()
+    for key_id, key_hash, account_id in (
+        ("key_1", "hash2", ACCOUNT.id),
+        ("key_2", "hash1", ACCOUNT.id),
+        ("key_3", "hash3", "acc_nobody"),
+    ):
+        with pytest.raises(Conflict), storage.transaction(write=True) as uow:
+            uow.accounts.add_key(key_id, key_hash, account_id, T0)
+    with storage.transaction(write=False) as uow:
+        assert uow.accounts.keys(ACCOUNT.id) == (ApiKey("key_1", ACCOUNT.id, T0),)

@@ -74,7 +74,7 @@ def test_a_name_that_rebinds_after_subscription_is_refused_at_delivery_unconnect
     listener: Listener, internal: str
 ) -> None:
     world = World()
-    prod, _ = world.services.accounts.create("prod", Mode.PROD)
+    prod, _, _ = world.services.accounts.create("prod", Mode.PROD)
     url = f"https://shop.example.com:{listener.port}/hook"
     world.dns["shop.example.com"] = [internal]
     with pytest.raises(UrlNotAllowed):  # refused at subscription
@@ -198,7 +198,7 @@ def test_a_prod_delivery_reaches_a_local_tls_receiver_by_name(tmp_path: Path) ->
             idempotency_secret=world.idempotency_secret,
             webhooks=world.webhook_seams,
         )
-        prod, _ = api.services.accounts.create("prod", Mode.PROD)
+        prod, _, _ = api.services.accounts.create("prod", Mode.PROD)
         url = f"https://hooks.test:{port}/in"
         api.services.webhooks.create(prod, ["setup_intent.created"], url)
         _created(world, prod)

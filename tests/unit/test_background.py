@@ -47,7 +47,7 @@ def test_health_reports_a_late_loop_as_degraded() -> None:
 
 def test_an_account_whose_sweep_fails_does_not_stop_the_others() -> None:
     world = World()
-    victim, _ = world.services.accounts.create("victim", world.account.mode)
+    victim, _, _ = world.services.accounts.create("victim", world.account.mode)
     # A clock so far ahead that reading it overflows (no request can set it any more).
     broken = replace(world.account, clock_offset_us=8_000 * 365 * 86_400 * 1_000_000)
     world.storage.tables.accounts[broken.id] = broken

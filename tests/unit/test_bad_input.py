@@ -85,7 +85,7 @@ def merchant(world: World) -> Iterator[InProcessMerchant]:
 @pytest.fixture
 def other_merchant(world: World) -> Iterator[InProcessMerchant]:
     """Another account of the same cardkeep."""
-    _, key = world.services.accounts.create("other", Mode.SANDBOX)
+    _, _, key = world.services.accounts.create("other", Mode.SANDBOX)
     yield from _merchant(world, key)
 
 

@@ -106,7 +106,7 @@ def test_build_api_alone_charges_through_an_in_process_charger(tmp_path: Path) -
     storage = MemoryStorage()
     pci = build_pci(settings, storage=storage)
     api = build_api(settings, storage=storage)
-    account, _ = api.services.accounts.create("m", Mode.SANDBOX)
+    account, _, _ = api.services.accounts.create("m", Mode.SANDBOX)
     cmd = NewSetupIntent("r", "t", "NoShow")
     card_input = CardInput(CardNumber("5200000000001005"), Expiry(12, 2030), Cvv("123", None), None)
     si = pci.intake.create(account, cmd, card_input)

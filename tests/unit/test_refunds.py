@@ -187,7 +187,7 @@ def test_accounts_see_only_their_own(world: World) -> None:
     api, _ = world.clients()
     pi = _captured(world)
     refund = _refund(api, pi, 100, "a").json()
-    _, other_key = world.services.accounts.create("other", world.account.mode)
+    _, _, other_key = world.services.accounts.create("other", world.account.mode)
     other, _ = world.clients(other_key)
     _problem(_refund(other, pi, 100, "a"), 404, "not_found")
     _problem(other.post(f"/payment-intents/{pi}/reversal"), 404, "not_found")

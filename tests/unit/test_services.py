@@ -197,7 +197,7 @@ def test_client_session_secret_rules(world: World) -> None:
     assert sis.authenticate_public(si.id, fresh, None).id == si.id
     with pytest.raises(Unauthorized):
         sis.authenticate_public(si.id, secret, None)
-    other, _ = world.services.accounts.create("other", Mode.SANDBOX)
+    other, _, _ = world.services.accounts.create("other", Mode.SANDBOX)
     with pytest.raises(NotFound):
         sis.authenticate_public(si.id, "", other)
 
@@ -205,7 +205,7 @@ def test_client_session_secret_rules(world: World) -> None:
 def test_another_accounts_objects_are_not_found(world: World) -> None:
     si_id = world.authorized()
     pi_id = world.pi(si_id)
-    other, _ = world.services.accounts.create("other", Mode.SANDBOX)
+    other, _, _ = world.services.accounts.create("other", Mode.SANDBOX)
     with pytest.raises(NotFound):
         world.services.setup_intents.get(other, si_id)
     with pytest.raises(NotFound):
@@ -287,7 +287,7 @@ def test_accounts_names_listing_and_the_sandbox_clock(world: World) -> None:
     for bad in ("", "   ", "x" * 101):
         with pytest.raises(ValidationFailed):
             accounts.create(bad, Mode.SANDBOX)
-    prod, _ = accounts.create("  Platform  ", Mode.PROD)
+    prod, _, _ = accounts.create("  Platform  ", Mode.PROD)
     assert prod.name == "Platform"
     assert [a.id for a in accounts.list()] == [world.account.id, prod.id]
     now, offset = accounts.clock(world.account)

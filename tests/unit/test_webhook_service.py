@@ -38,7 +38,7 @@ def test_a_subscription_has_one_active_sealed_secret(world: World) -> None:
     assert secret.value.encode() not in stored.secrets[0].sealed  # sealed at rest
     assert hooks.all(world.account) == [sub]
     assert hooks.get(world.account, sub.id) == sub
-    other, _ = world.services.accounts.create("other", Mode.SANDBOX)
+    other, _, _ = world.services.accounts.create("other", Mode.SANDBOX)
     assert hooks.all(other) == []
     with pytest.raises(NotFound):
         hooks.get(other, sub.id)

@@ -1,4 +1,5 @@
-"""Prefixed random ids (``si_sandbox_…``, ``pi_…``, ``evt_…``). The random bytes are passed in."""
+"""Prefixed random ids (``si_sandbox_…``, ``pi_…``, ``evt_…``, ``key_…``). The random bytes are
+passed in."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Prefix(StrEnum):
     WEBHOOK_SECRET = "sc"  # noqa: S105 - an id prefix, not a secret
     REFUND = "rfnd"
     REVERSAL = "rvs"
+    API_KEY = "key"
 
 
 # Only setup and payment intents carry the mode in sandbox (``si_sandbox_…``).

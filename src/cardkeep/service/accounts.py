@@ -1,6 +1,10 @@
-"""Accounts and their secret keys: create, authenticate, and the sandbox clock.
+"""Accounts and their secret keys: create, authenticate, list, add and revoke keys, and the sandbox
+clock.
 
-Keys are random, shown once, stored only as SHA-256 hashes and compared in constant time.
+Keys are random, shown once, stored only as SHA-256 hashes and compared in constant time. Each has
+a public id (``key_…``) that names it in listings and revocations. Nothing here keeps an answer
+between calls: every authentication reads the database, so a revocation holds from the next
+request in every process.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cardkeep.domain import origins
-from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.account import Account, ApiKey, Mode
 from cardkeep.domain.errors import NotFound, SandboxOnly, Unauthorized, ValidationFailed
 from cardkeep.domain.ids import Prefix
 from cardkeep.service.context import Context, secret_hash
@@ -24,19 +28,65 @@ class Accounts:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def create(self, name: str, mode: Mode) -> tuple[Account, str]:
-        """A new account and its first secret key (the only time the key is visible)."""
+    def create(self, name: str, mode: Mode) -> tuple[Account, str, str]:
+        """A new account, its first key's id and the secret key (the only time it is visible)."""
         name = name.strip()
         if not 1 <= len(name) <= 100:
             raise ValidationFailed.one("Name", "The account name must be 1 to 100 characters.")
         now = self._ctx.clock.now()
         account = Account(self._ctx.ids.new(Prefix.ACCOUNT), name, mode, now)
-        key = f"sk_{mode.value}_{self._ctx.ids.secret()}"
+        key_id, key = self._new_secret(mode)
         with self._ctx.storage.transaction(write=True) as uow:
             uow.accounts.add(account)
-            uow.accounts.add_key(secret_hash(key), account.id, now)
+            uow.accounts.add_key(key_id, secret_hash(key), account.id, now)
             uow.commit()
-        return account, key
+        return account, key_id, key
+
+    def keys(self, account_id: str) -> tuple[ApiKey, ...]:
+        """The account's keys, revoked ones included, oldest first: ids and dates only."""
+        with self._ctx.storage.transaction(write=False) as uow:
+            if uow.accounts.get(account_id) is None:
+                raise NotFound(f"No account with id {account_id}.")
+            return uow.accounts.keys(account_id)
+
+    def new_key(self, account_id: str) -> tuple[str, str]:
+        """Another secret key for the account, beside its others: its id and the secret key (the
+        only time it is visible)."""
+        with self._ctx.storage.transaction(write=True) as uow:
+            account = uow.accounts.get(account_id)
+            if account is None:
+                raise NotFound(f"No account with id {account_id}.")
+            key_id, key = self._new_secret(account.mode)
+            uow.accounts.add_key(key_id, secret_hash(key), account.id, self._ctx.clock.now())
+            uow.commit()
+        return key_id, key
+
+    def revoke_key(self, key_id_or_secret: str) -> ApiKey:
+        """Revoke the key named by its id or by the secret key itself; from the moment this
+        returns, every request with it is 401. A key revoked already stays as it was."""
+        is_secret = key_id_or_secret.startswith(KEY_PREFIXES)
+        with self._ctx.storage.transaction(write=True) as uow:
+            if is_secret:
+                key = uow.accounts.key_of_hash(secret_hash(key_id_or_secret))
+            else:
+                key = uow.accounts.key(key_id_or_secret)
+            if key is None:
+                # Only a key id is echoed: never a secret key, even a wrong or mistyped one.
+                if is_secret:
+                    named = "that secret key"
+                elif key_id_or_secret.startswith(f"{Prefix.API_KEY.value}_"):
+                    named = f"id {key_id_or_secret}"
+                else:
+                    named = "that id or secret key"
+                raise NotFound(f"No API key with {named}.")
+            if key.active:
+                uow.accounts.revoke_key(key.id, self._ctx.clock.now())
+                key = uow.accounts.key(key.id) or key
+                uow.commit()
+        return key
+
+    def _new_secret(self, mode: Mode) -> tuple[str, str]:
+        return self._ctx.ids.new(Prefix.API_KEY), f"sk_{mode.value}_{self._ctx.ids.secret()}"
 
     def list(self) -> list[Account]:
         with self._ctx.storage.transaction(write=False) as uow:

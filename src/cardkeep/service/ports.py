@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.account import Account, ApiKey, Mode
 from cardkeep.domain.card import Expiry
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.money import Money
@@ -42,9 +42,28 @@ class AccountRepo(Protocol):
         ...
 
     def list(self) -> list[Account]: ...
-    def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None: ...
+    def add_key(self, key_id: str, key_hash: str, account_id: str, created_at: datetime) -> None:
+        """Store a key: its public id and the hash of its secret (never the secret)."""
+        ...
+
     def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
         """The stored hash and its account, for an active (not revoked) key."""
+        ...
+
+    def keys(self, account_id: str) -> tuple[ApiKey, ...]:
+        """The account's keys, revoked ones included, oldest first."""
+        ...
+
+    def key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not."""
+        ...
+
+    def key_of_hash(self, key_hash: str) -> ApiKey | None:
+        """The key whose secret has this hash, revoked or not."""
+        ...
+
+    def revoke_key(self, key_id: str, revoked_at: datetime) -> None:
+        """Mark the key revoked at ``revoked_at``; a key revoked already keeps its first time."""
         ...
 
     def set_clock_offset(self, account_id: str, offset_us: int) -> None: ...

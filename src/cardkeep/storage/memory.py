@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from cardkeep.domain.account import Account
+from cardkeep.domain.account import Account, ApiKey
 from cardkeep.domain.errors import Conflict
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
@@ -40,7 +40,7 @@ LedgerRow = tuple[
 @dataclass
 class _Tables:
     accounts: dict[str, Account] = field(default_factory=dict)
-    keys: dict[str, str] = field(default_factory=dict)  # key hash -> account id
+    keys: dict[str, ApiKey] = field(default_factory=dict)  # key hash -> key
     setup_intents: dict[str, SetupIntent] = field(default_factory=dict)
     payment_intents: dict[str, PaymentIntent] = field(default_factory=dict)
     vault: dict[str, VaultRow] = field(default_factory=dict)
@@ -149,14 +149,32 @@ class _Accounts:
     def list(self) -> list[Account]:
         return sorted(self._t.accounts.values(), key=lambda a: a.created_at)
 
-    def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None:
-        if key_hash in self._t.keys or account_id not in self._t.accounts:
+    def add_key(self, key_id: str, key_hash: str, account_id: str, created_at: datetime) -> None:
+        taken = key_hash in self._t.keys or self.key(key_id) is not None
+        if taken or account_id not in self._t.accounts:
             raise Conflict("The change conflicts with a record already stored.")
-        self._t.keys[key_hash] = account_id
+        self._t.keys[key_hash] = ApiKey(key_id, account_id, created_at)
 
     def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
-        account_id = self._t.keys.get(key_hash)
-        return (key_hash, self._t.accounts[account_id]) if account_id else None
+        key = self._t.keys.get(key_hash)
+        if key is None or not key.active:
+            return None
+        return key_hash, self._t.accounts[key.account_id]
+
+    def keys(self, account_id: str) -> tuple[ApiKey, ...]:
+        mine = [k for k in self._t.keys.values() if k.account_id == account_id]
+        return tuple(sorted(mine, key=lambda k: (k.created_at, k.id)))
+
+    def key(self, key_id: str) -> ApiKey | None:
+        return next((k for k in self._t.keys.values() if k.id == key_id), None)
+
+    def key_of_hash(self, key_hash: str) -> ApiKey | None:
+        return self._t.keys.get(key_hash)
+
+    def revoke_key(self, key_id: str, revoked_at: datetime) -> None:
+        for key_hash, key in self._t.keys.items():
+            if key.id == key_id and key.active:
+                self._t.keys[key_hash] = replace(key, revoked_at=revoked_at)
 
     def origins(self, account_id: str) -> tuple[str, ...]:
         return self._t.origins.get(account_id, ())

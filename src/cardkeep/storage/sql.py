@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from cardkeep.domain.account import Account, Mode
+from cardkeep.domain.account import Account, ApiKey, Mode
 from cardkeep.domain.errors import Conflict
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
@@ -93,6 +93,14 @@ def _account(row: Sequence[Any]) -> Account:
     return Account(row[0], row[1], Mode(row[2]), from_micros(row[3]), int(row[4]))
 
 
+_KEY_COLS = "id, account_id, created_at_us, revoked_at_us"
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    revoked = None if row[3] is None else from_micros(row[3])
+    return ApiKey(row[0], row[1], from_micros(row[2]), revoked)
+
+
 class Accounts:
     def __init__(self, db: Db) -> None:
         self._db = db
@@ -134,10 +142,10 @@ class Accounts:
         ).fetchall()
         return [_account(row) for row in rows]
 
-    def add_key(self, key_hash: str, account_id: str, created_at: datetime) -> None:
+    def add_key(self, key_id: str, key_hash: str, account_id: str, created_at: datetime) -> None:
         self._db.execute(
-            "INSERT INTO api_keys (key_hash, account_id, created_at_us) VALUES (?,?,?)",
-            (key_hash, account_id, micros(created_at)),
+            "INSERT INTO api_keys (id, key_hash, account_id, created_at_us) VALUES (?,?,?,?)",
+            (key_id, key_hash, account_id, micros(created_at)),
         )
 
     def by_key_hash(self, key_hash: str) -> tuple[str, Account] | None:
@@ -148,6 +156,36 @@ class Accounts:
             (key_hash,),
         ).fetchone()
         return (row[0], _account(row[1:])) if row else None
+
+    def keys(self, account_id: str) -> tuple[ApiKey, ...]:
+        rows = self._db.execute(
+            f"SELECT {_KEY_COLS} FROM api_keys WHERE account_id = ?"  # noqa: S608
+            " ORDER BY created_at_us, id",
+            (account_id,),
+        ).fetchall()
+        return tuple(_api_key(row) for row in rows)
+
+    def key(self, key_id: str) -> ApiKey | None:
+        if not _storable(key_id):
+            return None
+        row = self._db.execute(
+            f"SELECT {_KEY_COLS} FROM api_keys WHERE id = ?",  # noqa: S608
+            (key_id,),
+        ).fetchone()
+        return _api_key(row) if row else None
+
+    def key_of_hash(self, key_hash: str) -> ApiKey | None:
+        row = self._db.execute(
+            f"SELECT {_KEY_COLS} FROM api_keys WHERE key_hash = ?",  # noqa: S608
+            (key_hash,),
+        ).fetchone()
+        return _api_key(row) if row else None
+
+    def revoke_key(self, key_id: str, revoked_at: datetime) -> None:
+        self._db.execute(
+            "UPDATE api_keys SET revoked_at_us = ? WHERE id = ? AND revoked_at_us IS NULL",
+            (micros(revoked_at), key_id),
+        )
 
     def origins(self, account_id: str) -> tuple[str, ...]:
         row = self._db.execute(
