@@ -30,6 +30,7 @@ from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
 from cardkeep.domain.card import Expiry
 from cardkeep.domain.money import Money
+from cardkeep.service.audit import AuthFailures
 from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.payment_intents import NewPaymentIntent
 from cardkeep.service.ports import Charger
@@ -126,6 +127,7 @@ class World:
         self.webhook_seams = WebhookSeams(secret=os.urandom(32), resolver=self.resolve)
         self.dns: dict[str, list[str]] = {"localhost": ["127.0.0.1"]}
         self.heartbeats = Heartbeats(self.clock)
+        self.failures = AuthFailures()  # refused keys, counted once for both listeners
         self.pci = build_pci(
             self.settings,
             storage=self.storage,
@@ -135,6 +137,7 @@ class World:
             heartbeats=self.heartbeats,
             idempotency_secret=secret,
             webhooks=self.webhook_seams,
+            failures=self.failures,
         )
         self.api = build_api(
             self.settings,
@@ -144,6 +147,7 @@ class World:
             heartbeats=self.heartbeats,
             idempotency_secret=secret,
             webhooks=self.webhook_seams,
+            failures=self.failures,
         )
         self.services = self.api.services
         self.intake = self.pci.intake

@@ -39,6 +39,7 @@ from cardkeep.domain.account import Mode
 from cardkeep.domain.errors import Unauthorized
 from cardkeep.domain.ids import IdFactory
 from cardkeep.keyfiles import load_or_create
+from cardkeep.service.audit import AuthFailures
 from cardkeep.service.context import Context, Policy
 from cardkeep.service.facade import Services
 from cardkeep.service.heartbeat import Heartbeats
@@ -130,8 +131,16 @@ def _services(
     charger: Charger,
     heartbeats: Heartbeats | None,
     webhooks: WebhookSeams,
+    failures: AuthFailures | None,
 ) -> Services:
-    ctx = Context(storage, clock, IdFactory(os.urandom), charger, _policy(settings))
+    ctx = Context(
+        storage,
+        clock,
+        IdFactory(os.urandom),
+        charger,
+        _policy(settings),
+        failures or AuthFailures(),
+    )
     return Services.build(
         ctx,
         settings.card_schemes,
@@ -236,6 +245,7 @@ def build_pci(
     heartbeats: Heartbeats | None = None,
     idempotency_secret: bytes | None = None,
     webhooks: WebhookSeams = WebhookSeams(),
+    failures: AuthFailures | None = None,
 ) -> PciSide:
     owner = _Owner()
     if storage is None:
@@ -252,7 +262,9 @@ def build_pci(
         ledger = StorageLedger(storage, clock or SystemClock())
         acquirer = SandboxAcquirer(ledger, allow_prod=settings.allow_prod_on_sandbox_acquirer)
     charger = VaultCharger(storage, vault, acquirer)
-    services = _services(settings, storage, clock or SystemClock(), charger, heartbeats, webhooks)
+    services = _services(
+        settings, storage, clock or SystemClock(), charger, heartbeats, webhooks, failures
+    )
     intake = CardIntake(services.setup_intents, vault, acquirer, services.ctx.ids)
     app = create_pci_app(services, intake, _seal(settings, idempotency_secret))
     return PciSide(app, services, storage, vault, acquirer, charger, intake, owner)
@@ -267,9 +279,12 @@ def build_api(
     heartbeats: Heartbeats | None = None,
     idempotency_secret: bytes | None = None,
     webhooks: WebhookSeams = WebhookSeams(),
+    failures: AuthFailures | None = None,
 ) -> ApiSide:
     """The API listener. ``charger`` is how it reaches the cardholder-data side; without one it
-    builds the PCI side's charger in this process (until the processes are split)."""
+    builds the PCI side's charger in this process (until the processes are split). ``failures``
+    (like ``heartbeats``) is shared with the PCI side of the same process: refused keys are
+    counted once per process."""
     owner = _Owner()
     if storage is None:
         storage = storage_for(settings)
@@ -283,11 +298,14 @@ def build_api(
                 heartbeats=heartbeats,
                 idempotency_secret=idempotency_secret,
                 webhooks=webhooks,
+                failures=failures,
             ).charger
         except BaseException:
             owner.close()
             raise
-    services = _services(settings, storage, clock or SystemClock(), charger, heartbeats, webhooks)
+    services = _services(
+        settings, storage, clock or SystemClock(), charger, heartbeats, webhooks, failures
+    )
     app = create_api_app(services, _seal(settings, idempotency_secret))
     return ApiSide(app, services, storage, owner)
 
@@ -305,13 +323,21 @@ class Runtime:
     def open(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
         storage = storage_for(settings)
         beats = Heartbeats(clock or SystemClock())
+        failures = AuthFailures()  # one count of refused keys for both listeners
         try:
-            pci = build_pci(settings, storage=storage, clock=clock, heartbeats=beats)
+            pci = build_pci(
+                settings, storage=storage, clock=clock, heartbeats=beats, failures=failures
+            )
         except BaseException:
             storage.close()
             raise
         api = build_api(
-            settings, storage=storage, clock=clock, charger=pci.charger, heartbeats=beats
+            settings,
+            storage=storage,
+            clock=clock,
+            charger=pci.charger,
+            heartbeats=beats,
+            failures=failures,
         )
         return cls(settings, storage, pci, api)
 

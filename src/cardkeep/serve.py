@@ -179,7 +179,16 @@ async def _serve(settings: Settings, sockets: list[socket.socket], parent_pid: i
     try:
         await asyncio.gather(*tasks)
     finally:
+        await _flush_audit(runtime)
         runtime.close()
+
+
+async def _flush_audit(runtime: Runtime) -> None:
+    """At shutdown, the refused keys counted in minutes still open go to the audit log too."""
+    try:
+        await run_in_threadpool(runtime.services.audit.flush_failures, everything=True)
+    except Exception as exc:
+        log.error("audit_flush_failed", error_type=type(exc).__name__, exc_info=exc)
 
 
 def run_worker(

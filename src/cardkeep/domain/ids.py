@@ -22,6 +22,7 @@ class Prefix(StrEnum):
     REFUND = "rfnd"
     REVERSAL = "rvs"
     API_KEY = "key"
+    AUDIT = "aud"
 
 
 # Only setup and payment intents carry the mode in sandbox (``si_sandbox_…``).

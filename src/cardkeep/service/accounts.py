@@ -4,7 +4,8 @@ clock.
 Keys are random, shown once, stored only as SHA-256 hashes and compared in constant time. Each has
 a public id (``key_…``) that names it in listings and revocations. Nothing here keeps an answer
 between calls: every authentication reads the database, so a revocation holds from the next
-request in every process.
+request in every process. A key made or revoked is audited in the same transaction; a refused key
+is counted (``service.audit``), never written on the request path.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NoReturn
 
 from cardkeep.domain import origins
 from cardkeep.domain.account import Account, ApiKey, Mode
+from cardkeep.domain.audit import CLI, Action, Outcome
 from cardkeep.domain.errors import NotFound, SandboxOnly, Unauthorized, ValidationFailed
 from cardkeep.domain.ids import Prefix
+from cardkeep.service.audit import record, unknown_key
 from cardkeep.service.context import Context, secret_hash
 from cardkeep.service.idempotency import RecoveryPoint, kept
+from cardkeep.service.ports import UnitOfWork
 
 MAX_ADVANCE_SECONDS = 315_360_000
 KEY_PREFIXES = ("sk_sandbox_", "sk_prod_")
@@ -28,8 +33,9 @@ class Accounts:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def create(self, name: str, mode: Mode) -> tuple[Account, str, str]:
-        """A new account, its first key's id and the secret key (the only time it is visible)."""
+    def create(self, name: str, mode: Mode, actor: str = CLI) -> tuple[Account, str, str]:
+        """A new account, its first key's id and the secret key (the only time it is visible).
+        ``actor`` is who asked, for the audit log."""
         name = name.strip()
         if not 1 <= len(name) <= 100:
             raise ValidationFailed.one("Name", "The account name must be 1 to 100 characters.")
@@ -39,6 +45,7 @@ class Accounts:
         with self._ctx.storage.transaction(write=True) as uow:
             uow.accounts.add(account)
             uow.accounts.add_key(key_id, secret_hash(key), account.id, now)
+            self._audit(uow, actor, Action.API_KEY_CREATED, key_id, account.id)
             uow.commit()
         return account, key_id, key
 
@@ -49,7 +56,7 @@ class Accounts:
                 raise NotFound(f"No account with id {account_id}.")
             return uow.accounts.keys(account_id)
 
-    def new_key(self, account_id: str) -> tuple[str, str]:
+    def new_key(self, account_id: str, actor: str = CLI) -> tuple[str, str]:
         """Another secret key for the account, beside its others: its id and the secret key (the
         only time it is visible)."""
         with self._ctx.storage.transaction(write=True) as uow:
@@ -58,10 +65,11 @@ class Accounts:
                 raise NotFound(f"No account with id {account_id}.")
             key_id, key = self._new_secret(account.mode)
             uow.accounts.add_key(key_id, secret_hash(key), account.id, self._ctx.clock.now())
+            self._audit(uow, actor, Action.API_KEY_CREATED, key_id, account.id)
             uow.commit()
         return key_id, key
 
-    def revoke_key(self, key_id_or_secret: str) -> ApiKey:
+    def revoke_key(self, key_id_or_secret: str, actor: str = CLI) -> ApiKey:
         """Revoke the key named by its id or by the secret key itself; from the moment this
         returns, every request with it is 401. A key revoked already stays as it was."""
         is_secret = key_id_or_secret.startswith(KEY_PREFIXES)
@@ -82,8 +90,22 @@ class Accounts:
             if key.active:
                 uow.accounts.revoke_key(key.id, self._ctx.clock.now())
                 key = uow.accounts.key(key.id) or key
+                self._audit(uow, actor, Action.API_KEY_REVOKED, key.id, key.account_id)
                 uow.commit()
         return key
+
+    def _audit(
+        self, uow: UnitOfWork, actor: str, action: Action, key_id: str, account_id: str
+    ) -> None:
+        record(
+            self._ctx,
+            uow,
+            actor=actor,
+            action=action,
+            subject=key_id,
+            outcome=Outcome.OK,
+            account_id=account_id,
+        )
 
     def _new_secret(self, mode: Mode) -> tuple[str, str]:
         return self._ctx.ids.new(Prefix.API_KEY), f"sk_{mode.value}_{self._ctx.ids.secret()}"
@@ -112,15 +134,24 @@ class Accounts:
         return normal
 
     def authenticate(self, key: str) -> Account:
+        """The account of an active secret key; anything else is ``Unauthorized``, counted
+        for the audit log by the key it names (a revoked key's id) or by ``unknown_key``."""
         if not key.startswith(KEY_PREFIXES):
-            raise Unauthorized("The secret key is missing or not valid.")
+            self._refused(unknown_key(key), None)
         wanted = secret_hash(key)
         with self._ctx.storage.transaction(write=False) as uow:
             found = uow.accounts.by_key_hash(wanted)
-        # The lookup is by hash; the final comparison is constant-time all the same.
-        if found is None or not hmac.compare_digest(found[0], wanted):
-            raise Unauthorized("The secret key is missing or not valid.")
-        return found[1]
+            # The lookup is by hash; the final comparison is constant-time all the same.
+            if found is not None and hmac.compare_digest(found[0], wanted):
+                return found[1]
+            known = uow.accounts.key_of_hash(wanted)  # revoked (or revoked meanwhile)
+        if known is None:
+            self._refused(unknown_key(key), None)
+        self._refused(f"key:{known.id}", known.account_id)
+
+    def _refused(self, who: str, account_id: str | None) -> NoReturn:
+        self._ctx.failures.note(who, account_id, self._ctx.clock.now())
+        raise Unauthorized("The secret key is missing or not valid.")
 
     def clock(self, account: Account) -> tuple[datetime, int]:
         self._sandbox_only(account)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from cardkeep.domain.account import Account
 from cardkeep.domain.ids import IdFactory, Prefix
+from cardkeep.service.audit import AuthFailures
 from cardkeep.service.idempotency import LEASE
 from cardkeep.service.ports import Charger, Clock, Storage
 
@@ -51,6 +52,8 @@ class Context:
     ids: IdFactory
     charger: Charger
     policy: Policy = field(default_factory=Policy)
+    # This process's count of refused secret keys (``service.audit``), shared by both listeners.
+    failures: AuthFailures = field(default_factory=AuthFailures)
 
     def now(self, account: Account) -> datetime:
         return account.now(self.clock.now())

@@ -7,7 +7,8 @@ today, as a ``money_movement.Movement``:
    token, with the network transaction id of the setup verification;
 3. settle: one write transaction applies the outcome to both, only if that attempt is still
    claimed. An unknown outcome leaves both claimed and answers 503; ``recover`` re-sends the same
-   attempt with the same key and settles, so the charge is never sent twice.
+   attempt with the same key and settles, so the charge is never sent twice. The settle
+   transaction also appends the charge's audit entry (``card.charge``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cardkeep.domain import payment_intent as pim
 from cardkeep.domain import setup_intent as sim
 from cardkeep.domain.account import Account
 from cardkeep.domain.attempts import AttemptType, AuthAttempt
+from cardkeep.domain.audit import SYSTEM, Action, Outcome, account_actor, card_detail
 from cardkeep.domain.errors import (
     ChargeInProgress,
     NotFound,
@@ -34,6 +36,7 @@ from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.service import money_movement
+from cardkeep.service.audit import record
 from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context
 from cardkeep.service.idempotency import RecoveryPoint, kept
@@ -91,6 +94,15 @@ class ChargeClaim:
     account: Account
     pi_id: str
     request: ChargeRequest
+    actor: str = SYSTEM  # for the audit log: the account's request, or recovery (the system)
+
+
+_AUDITED_AS = {
+    ChargeResult.APPROVED: Outcome.APPROVED,
+    ChargeResult.DECLINED: Outcome.DECLINED,
+    ChargeResult.FAILED: Outcome.FAILED,
+    ChargeResult.CARD_EXPIRED: Outcome.CARD_EXPIRED,
+}
 
 
 class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
@@ -153,7 +165,8 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         )
         changes.save(uow, pi, claimed)
         changes.save(uow, si, sim.transition(si, hold, now))
-        return Claimed(ChargeClaim(account, pi.id, self.request(account, claimed, si)))
+        sent = self.request(account, claimed, si)
+        return Claimed(ChargeClaim(account, pi.id, sent, account_actor(account.id)))
 
     def send(self, claim: ChargeClaim) -> ChargeOutcome:
         late = ChargeOutcome(ChargeResult.UNKNOWN, ANSWERED_LATE)
@@ -205,6 +218,17 @@ class Charge(Movement[ChargeClaim, ChargeOutcome, ChargeAnswer]):
         self._changes.save(uow, pi, new_pi)
         self._changes.save(uow, si, new_si)
         self._changes.forget_card(uow, si, new_si)  # a used or expired card leaves the vault
+        detail = card_detail(si.card) | {"setup_intent": si.id, "attempt": str(pi.charge_attempts)}
+        record(
+            self._ctx,
+            uow,
+            actor=claim.actor,
+            action=Action.CARD_CHARGE,
+            subject=pi.id,
+            outcome=_AUDITED_AS[outcome.result],
+            account_id=account.id,
+            detail=detail | {"amount": f"{pi.amount.value} {pi.amount.currency_code}"},
+        )
         return ChargeAnswer(pi.id, settled_as(outcome.result)[1], outcome.message)
 
     def _attempt(self, outcome: ChargeOutcome, si: SetupIntent, now: datetime) -> AuthAttempt:

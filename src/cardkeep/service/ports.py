@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from cardkeep.domain.account import Account, ApiKey, Mode
+from cardkeep.domain.audit import AuditEntry
 from cardkeep.domain.card import Expiry
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.money import Money
@@ -321,6 +322,22 @@ class DeliveryRepo(Protocol):
         ...
 
 
+class AuditLog(Protocol):
+    """The append-only table of security events (``domain.audit``): rows are added, never
+    changed or removed (the database refuses UPDATE and DELETE on it)."""
+
+    def append(self, entry: AuditEntry) -> None:
+        """Add ``entry``; storage gives it the next ``seq``."""
+        ...
+
+    def recent(
+        self, limit: int, *, after: int | None = None, account_id: str | None = None
+    ) -> list[AuditEntry]:
+        """Without ``after``: the last ``limit`` entries (of one account, or of all), oldest
+        first. With ``after`` (a ``seq``): the first ``limit`` entries appended after it."""
+        ...
+
+
 class UnitOfWork(Protocol):
     @property
     def accounts(self) -> AccountRepo: ...
@@ -340,6 +357,8 @@ class UnitOfWork(Protocol):
     def idempotency(self) -> IdempotencyRepo: ...
     @property
     def refunds(self) -> RefundRepo: ...
+    @property
+    def audit(self) -> AuditLog: ...
 
     def commit(self) -> None: ...
 

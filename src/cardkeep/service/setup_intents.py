@@ -4,6 +4,7 @@ Every status change fires an event of ``domain.setup_intent``'s table through ``
 is written through ``Changes``. Expiry is applied whenever an intent is read or used, from the
 account's clock, and committed in its own transaction; the sweeper does the same for intents
 nobody reads. A card leaves the vault, explicitly, in the transaction that ends its setup intent.
+A card's outcome is audited (``card.authorization``) in the transaction that saves it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cardkeep.domain import origins
 from cardkeep.domain import setup_intent as sim
 from cardkeep.domain.account import Account
 from cardkeep.domain.attempts import AuthAttempt
+from cardkeep.domain.audit import Action, Outcome, account_actor, card_detail, page_actor
 from cardkeep.domain.card import CardOnFile
 from cardkeep.domain.errors import (
     ClientSecretExpired,
@@ -31,6 +33,7 @@ from cardkeep.domain.errors import (
 from cardkeep.domain.ids import Prefix
 from cardkeep.domain.money import Money
 from cardkeep.domain.setup_intent import ClientSecret, SetupIntent, Status
+from cardkeep.service.audit import record
 from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context, secret_hash
 from cardkeep.service.idempotency import RecoveryPoint, kept
@@ -101,6 +104,18 @@ def _with_card_outcome(
             assert_never(outcome)
 
 
+def _audited_as(outcome: CardOutcome) -> Outcome:
+    match outcome:
+        case CardApproved():
+            return Outcome.APPROVED
+        case CardDeclined():
+            return Outcome.DECLINED
+        case CardPastExpiry():
+            return Outcome.CARD_EXPIRED
+        case _:
+            assert_never(outcome)
+
+
 class SetupIntents:
     def __init__(self, ctx: Context, changes: Changes) -> None:
         self._ctx = ctx
@@ -146,9 +161,28 @@ class SetupIntents:
             if isinstance(outcome, CardApproved):
                 outcome.keep(uow)
             self._changes.insert(uow, si)
+            self._audit_card(uow, account_actor(si.account_id), si, outcome)
             kept(point, uow, si)
             uow.commit()
         return si
+
+    def _audit_card(
+        self, uow: UnitOfWork, actor: str, si: SetupIntent, outcome: CardOutcome
+    ) -> None:
+        """The card number's use for this setup intent: masked card, last four, vault token."""
+        detail = card_detail(outcome.attempt.card)
+        if isinstance(outcome, CardPastExpiry):
+            detail["acquirer"] = "not asked: the card is past its expiry"
+        record(
+            self._ctx,
+            uow,
+            actor=actor,
+            action=Action.CARD_AUTHORIZATION,
+            subject=si.id,
+            outcome=_audited_as(outcome),
+            account_id=si.account_id,
+            detail=detail,
+        )
 
     def _draft(self, account: Account, cmd: NewSetupIntent, now: datetime) -> SetupIntent:
         self._check_amount(cmd.intended_amount)
@@ -354,6 +388,7 @@ class SetupIntents:
                 secret_after = replace(record, failed_attempts=failures, used=failures >= limit)
             new = _with_card_outcome(current, outcome, now, secret=secret_after)
             self._changes.save(uow, current, new)
+            self._audit_card(uow, page_actor(si_id), new, outcome)
             return kept(point, uow, new)
 
         return self._changes.decide(attempt)

@@ -1,4 +1,5 @@
-"""The sweeper: persists time-driven transitions nobody has read yet and re-drives unknown charges.
+"""The sweeper: persists time-driven transitions nobody has read yet, re-drives unknown charges,
+and writes the authentication failures counted in minutes that have closed (``service.audit``).
 
 Every change it makes is the same conditional write, with the same event, that a read would make,
 so any number of sweepers (and readers) can run at once.
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from cardkeep.domain.account import Account
 from cardkeep.domain.errors import DomainError
+from cardkeep.service.audit import Audit
 from cardkeep.service.context import Context
 from cardkeep.service.idempotency import Idempotency
 from cardkeep.service.payment_intents import PaymentIntents
@@ -35,12 +37,14 @@ class Sweeper:
         pis: PaymentIntents,
         refunds: Refunds,
         idempotency: Idempotency,
+        audit: Audit,
     ) -> None:
         self._ctx = ctx
         self._sis = sis
         self._pis = pis
         self._refunds = refunds
         self._idempotency = idempotency
+        self._audit = audit
 
     def run_once(self) -> SweepReport:
         """Sweep the accounts whose sweep lease has expired, each on its own: one account that
@@ -66,7 +70,9 @@ class Sweeper:
             n_pi += swept_pi
         self._idempotency.prune()  # Idempotency-Key records older than their 24 hours
         charges = self._pis.recover()
-        return SweepReport(n_si, n_pi, charges, self._refunds.recover(), tuple(failed))
+        report = SweepReport(n_si, n_pi, charges, self._refunds.recover(), tuple(failed))
+        self._audit.flush_failures()  # last: a failed write keeps its counts for the next run
+        return report
 
     def _sweep(self, account: Account) -> tuple[int, int]:
         ctx = self._ctx

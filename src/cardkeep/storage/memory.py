@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from cardkeep.domain.account import Account, ApiKey
+from cardkeep.domain.audit import AuditEntry
 from cardkeep.domain.errors import Conflict
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
@@ -53,6 +54,7 @@ class _Tables:
     deliveries: dict[str, tuple[Delivery, datetime | None]] = field(default_factory=dict)
     origins: dict[str, tuple[str, ...]] = field(default_factory=dict)  # account id -> origins
     refunds: dict[str, Refund] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)  # in append order; seq = index + 1
 
     def copy(self) -> _Tables:
         return _Tables(
@@ -69,6 +71,7 @@ class _Tables:
             dict(self.deliveries),
             dict(self.origins),
             dict(self.refunds),
+            list(self.audit),
         )
 
 
@@ -110,6 +113,7 @@ class MemoryUnitOfWork:
         self.webhooks = _WebhookSubscriptions(tables)
         self.deliveries = _Deliveries(tables)
         self.refunds = _Refunds(tables)
+        self.audit = _AuditLog(tables)
 
     def commit(self) -> None:
         if callable(self._on_commit):
@@ -618,3 +622,23 @@ class _Refunds:
             if pending and due(refund) and _take(self._t.leases, f"refund:{refund.id}", now, until):
                 out.append(refund)
         return out
+
+
+class _AuditLog:
+    """Append-only, like the SQL table: nothing here changes or removes an entry."""
+
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def append(self, entry: AuditEntry) -> None:
+        if any(e.id == entry.id for e in self._t.audit):
+            raise Conflict(f"audit entry {entry.id} exists")
+        self._t.audit.append(replace(entry, seq=len(self._t.audit) + 1))
+
+    def recent(
+        self, limit: int, *, after: int | None = None, account_id: str | None = None
+    ) -> list[AuditEntry]:
+        found = [e for e in self._t.audit if account_id is None or e.account_id == account_id]
+        if after is not None:
+            return [e for e in found if e.seq is not None and e.seq > after][:limit]
+        return found[-limit:] if limit > 0 else []

@@ -13,11 +13,13 @@ timeout): refund claims queue on their payment intent.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from cardkeep.domain.account import Account, ApiKey, Mode
+from cardkeep.domain.audit import AuditEntry
 from cardkeep.domain.errors import Conflict
 from cardkeep.domain.events import DomainEvent
 from cardkeep.domain.payment_intent import PaymentIntent
@@ -81,6 +83,7 @@ class SqlUnitOfWork:
         self.webhooks = WebhookSubscriptions(db)
         self.deliveries = Deliveries(db)
         self.refunds = Refunds(db)
+        self.audit = AuditLog(db)
 
     def commit(self) -> None:
         self._commit()
@@ -948,3 +951,64 @@ class Refunds:
             if row is not None:
                 leased.append(refund)
         return leased
+
+
+_AUDIT_COLS = "seq, id, at_us, actor, action, subject, account_id, outcome, count, detail"
+
+
+def _audit_entry(row: Sequence[Any]) -> AuditEntry:
+    return AuditEntry(
+        id=row[1],
+        at=from_micros(int(row[2])),
+        actor=row[3],
+        action=row[4],
+        subject=row[5],
+        account_id=row[6],
+        outcome=row[7],
+        count=int(row[8]),
+        detail=json.loads(row[9]),
+        seq=int(row[0]),
+    )
+
+
+class AuditLog:
+    """The append-only audit table: INSERT and SELECT only (triggers refuse the rest)."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def append(self, entry: AuditEntry) -> None:
+        self._db.execute(
+            "INSERT INTO audit_log (id, at_us, actor, action, subject, account_id, outcome,"
+            " count, detail) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                entry.id,
+                micros(entry.at),
+                entry.actor,
+                entry.action,
+                entry.subject,
+                entry.account_id,
+                entry.outcome,
+                entry.count,
+                json.dumps(dict(entry.detail), sort_keys=True),
+            ),
+        )
+
+    def recent(
+        self, limit: int, *, after: int | None = None, account_id: str | None = None
+    ) -> list[AuditEntry]:
+        where, params = ["1 = 1"], list[Any]()
+        if account_id is not None:
+            where.append("account_id = ?")
+            params.append(account_id)
+        if after is not None:
+            where.append("seq > ?")
+            params.append(after)
+        order = "ASC" if after is not None else "DESC"
+        rows = self._db.execute(
+            f"SELECT {_AUDIT_COLS} FROM audit_log WHERE {' AND '.join(where)}"  # noqa: S608
+            f" ORDER BY seq {order} LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        entries = [_audit_entry(row) for row in rows]
+        return entries if after is not None else entries[::-1]

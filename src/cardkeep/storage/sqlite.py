@@ -78,8 +78,19 @@ def migrate(path: Path) -> list[int]:
 
 
 def _statements(sql: str) -> list[str]:
+    """The statements of a migration, split at semicolons that end one (``CREATE TRIGGER``'s
+    body holds semicolons of its own: a piece is added to until SQLite calls it complete)."""
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    statements: list[str] = []
+    pending = ""
+    for piece in "\n".join(lines).split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        raise ValueError(f"an incomplete statement ends the migration: {pending.strip()!r}")
+    return [s for s in statements if s]
 
 
 def pending_migrations(path: Path) -> list[int]:
