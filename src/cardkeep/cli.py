@@ -1,4 +1,4 @@
-"""The ``cardkeep`` command: serve, migrate, sweep, accounts, webhooks."""
+"""The ``cardkeep`` command: serve, migrate, sweep, accounts, webhooks, audit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 from cardkeep import __version__
 from cardkeep.config import Settings, SettingsError, from_env
 from cardkeep.domain.account import Mode
+from cardkeep.domain.audit import AuditEntry
 from cardkeep.domain.errors import DomainError
 from cardkeep.domain.timefmt import iso
 
@@ -389,5 +390,65 @@ def webhooks_tail(
                 if once:
                     return
                 time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+@main.group()
+def audit() -> None:
+    """Read the audit log: API keys made and revoked, refused keys, card numbers used."""
+
+
+def _audit_line(entry: AuditEntry) -> str:
+    detail = " ".join(f"{k}={v}" for k, v in sorted(entry.detail.items()))
+    fields = [iso(entry.at), entry.actor, entry.action, entry.subject, entry.outcome]
+    return "\t".join([*fields, str(entry.count), entry.account_id or "-", detail]).rstrip("\t")
+
+
+@audit.command("tail")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=20,
+    show_default=True,
+    help="How many of the latest entries to print.",
+)
+@click.option("--follow", is_flag=True, help="Keep printing entries as they are appended.")
+@click.option("--account", "account_id", help="Only this account's entries (acc_...).")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between polls."
+)
+@data_dir_option
+@database_url_option
+def audit_tail(
+    limit: int,
+    follow: bool,
+    account_id: str | None,
+    interval: float,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Print the last entries of the audit log, oldest first, one line each: time, actor,
+    action, subject, outcome, count, account, details (masked card, last four, vault token;
+    never a card number or a secret key). Authentication failures appear once their minute has
+    closed, one line per key and minute with a count."""
+    import time
+
+    from cardkeep.bootstrap import Runtime
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    with Runtime.open(settings) as runtime:
+        log = runtime.services.audit
+        entries = log.tail(limit, account_id)
+        cursor = entries[-1].seq if entries else 0
+        try:
+            while True:
+                for entry in entries:
+                    click.echo(_audit_line(entry))
+                    cursor = entry.seq if entry.seq is not None else cursor
+                if not follow:
+                    return
+                time.sleep(interval)
+                entries = log.after(cursor or 0, account_id)
         except KeyboardInterrupt:
             return
