@@ -135,6 +135,7 @@ class World:
             heartbeats=self.heartbeats,
             idempotency_secret=secret,
             webhooks=self.webhook_seams,
+            fingerprint_secret=os.urandom(32),
         )
         self.api = build_api(
             self.settings,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cardkeep.service.accounts import Accounts
+from cardkeep.service.card_limits import CardLimits
 from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context
 from cardkeep.service.heartbeat import Heartbeats
@@ -30,6 +31,7 @@ class Services:
     heartbeats: Heartbeats
     idempotency: Idempotency
     webhooks: Webhooks
+    card_limits: CardLimits
 
     @classmethod
     def build(
@@ -45,7 +47,8 @@ class Services:
         pis = PaymentIntents(ctx, changes)
         refunds = Refunds(ctx, changes)
         idempotency = Idempotency(ctx.storage, ctx.clock, lease=ctx.policy.idempotency_lease)
-        sweeper = Sweeper(ctx, sis, pis, refunds, idempotency)
+        card_limits = CardLimits(ctx)
+        sweeper = Sweeper(ctx, sis, pis, refunds, idempotency, card_limits)
         beats = heartbeats or Heartbeats(ctx.clock)
         webhooks = Webhooks(ctx, box, destinations)
         return cls(
@@ -59,4 +62,5 @@ class Services:
             beats,
             idempotency,
             webhooks,
+            card_limits,
         )
