@@ -6,14 +6,18 @@ Idempotency-Key; an attempt the acquirer could not answer is not counted."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from cardkeep.bootstrap import fingerprints
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
+from cardkeep.cde.fingerprint import CardFingerprints
 from cardkeep.cde.intake import CardInput
 from cardkeep.cde.pan import CardNumber, Cvv
 from cardkeep.config import Settings
@@ -21,6 +25,7 @@ from cardkeep.domain.account import Mode
 from cardkeep.domain.card import Expiry
 from cardkeep.domain.errors import ClientSecretInvalid, RateLimited, Unavailable
 from cardkeep.domain.setup_intent import Status as SI
+from cardkeep.keyfiles import KeyFileError
 from cardkeep.service.ports import CardResult
 from cardkeep.service.setup_intents import NewSetupIntent
 from tests.merchant import APPROVED_CARD, SI_FIELDS, card
@@ -272,3 +277,20 @@ def test_the_fingerprint_is_keyed_and_appears_in_no_answer() -> None:
         )
     for fingerprint in mine:
         assert not any(fingerprint in text for text in answers)
+
+
+def test_the_fingerprint_key_is_kept_outside_the_database(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    first = fingerprints(settings)
+    assert (tmp_path / "fingerprint.key").stat().st_mode & 0o777 == 0o600
+    pan = CardNumber(APPROVED_CARD)
+    assert fingerprints(settings).of(pan) == first.of(pan)  # the same key on the next start
+    assert first.of(pan) != first.of(CardNumber(DECLINED[0]))
+    key = base64.b64encode(os.urandom(32)).decode("ascii")
+    with pytest.raises(KeyFileError, match="CARDKEEP_FINGERPRINT_KEY differs"):
+        fingerprints(dataclasses.replace(settings, fingerprint_key=key))
+    other = fingerprints(Settings(data_dir=tmp_path / "other", fingerprint_key=key))
+    assert other.of(pan) != first.of(pan)
+    assert repr(first) == "CardFingerprints(***)"
+    with pytest.raises(ValueError, match="32 bytes"):
+        CardFingerprints(b"short")
