@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +296,32 @@ def test_the_fingerprint_key_is_kept_outside_the_database(tmp_path: Path) -> Non
     assert repr(first) == "CardFingerprints(***)"
     with pytest.raises(ValueError, match="32 bytes"):
         CardFingerprints(b"short")
+
+
+def test_concurrent_attempts_never_pass_a_limit_between_them() -> None:
+    """While the acquirer is slow, attempts pile up between one's check and its outcome: the
+    pending ones count, so no more than the limit reach the acquirer."""
+    world = world_with(limit_failed_per_account=3)
+    acquirer = world.acquirer
+    assert isinstance(acquirer, SandboxAcquirer)
+    verify = acquirer.verify
+
+    def slow_verify(*args: Any) -> Any:
+        time.sleep(0.05)
+        return verify(*args)
+
+    acquirer.verify = slow_verify  # type: ignore[method-assign]
+    cmd = NewSetupIntent("ref", "terms", "NoShow")
+    pan = CardInput(CardNumber(DECLINED[0]), Expiry(12, 2039), Cvv("123", None), None)
+
+    def attempt(_: int) -> str:
+        try:
+            return world.intake.create(world.account, cmd, pan).status.value
+        except RateLimited:
+            return "429"
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = sorted(pool.map(attempt, range(12)))
+    assert answers == ["429"] * 9 + ["Created"] * 3
+    assert acquirer.verifications == 3
+    assert results(world) == [CardResult.DECLINED] * 3
