@@ -138,6 +138,7 @@ class World:
             idempotency_secret=secret,
             webhooks=self.webhook_seams,
             failures=self.failures,
+            fingerprint_secret=os.urandom(32),
         )
         self.api = build_api(
             self.settings,

@@ -31,6 +31,7 @@ from cardkeep.cde.acquirers.ledger import StorageLedger
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
 from cardkeep.cde.app import create_pci_app
 from cardkeep.cde.charger import VaultCharger
+from cardkeep.cde.fingerprint import CardFingerprints
 from cardkeep.cde.intake import CardIntake
 from cardkeep.cde.keys import VaultKeyError, load_key
 from cardkeep.cde.vault import Vault
@@ -58,6 +59,7 @@ from cardkeep.webhooks.secretbox import AesSecretBox
 SANDBOX_KEY_FILE = "sandbox-key.txt"
 IDEMPOTENCY_KEY_FILE = "idempotency.key"
 WEBHOOK_KEY_FILE = "webhook.key"
+FINGERPRINT_KEY_FILE = "fingerprint.key"
 
 
 class SystemClock:
@@ -102,6 +104,11 @@ def _policy(settings: Settings) -> Policy:
         acquirer_timeout=timedelta(seconds=settings.effective_acquirer_timeout),
         sweep_interval=timedelta(seconds=settings.sweep_interval),
         idempotency_lease=timedelta(seconds=settings.idempotency_lease),
+        card_window=timedelta(seconds=settings.limit_window),
+        card_failed_per_account=settings.limit_failed_per_account,
+        card_failed_per_secret=settings.limit_failed_per_secret,
+        card_cards_per_secret=settings.limit_cards_per_secret,
+        card_approved_per_account=settings.limit_approved_per_account,
     )
 
 
@@ -225,6 +232,14 @@ def _seal(settings: Settings, secret: bytes | None) -> Seal:
     return Seal(_outside_db(secret, path, "CARDKEEP_IDEMPOTENCY_KEY", env))
 
 
+def fingerprints(settings: Settings, key: bytes | None = None) -> CardFingerprints:
+    """The card fingerprints of the card-testing limits, keyed with a secret kept outside the
+    database."""
+    path = settings.data_dir / FINGERPRINT_KEY_FILE
+    env = settings.fingerprint_key
+    return CardFingerprints(_outside_db(key, path, "CARDKEEP_FINGERPRINT_KEY", env))
+
+
 def _check_vault_key(storage: Storage, vault: Vault) -> None:
     with storage.transaction(write=False) as uow:
         missing = vault_store.key_ids(uow) - {vault.key_id}
@@ -246,6 +261,7 @@ def build_pci(
     idempotency_secret: bytes | None = None,
     webhooks: WebhookSeams = WebhookSeams(),
     failures: AuthFailures | None = None,
+    fingerprint_secret: bytes | None = None,
 ) -> PciSide:
     owner = _Owner()
     if storage is None:
@@ -255,6 +271,7 @@ def build_pci(
         if vault is None:
             vault = Vault(load_key(settings.data_dir, env_value=settings.vault_key))
         _check_vault_key(storage, vault)
+        cards = fingerprints(settings, fingerprint_secret)
     except BaseException:
         owner.close()
         raise
@@ -265,7 +282,9 @@ def build_pci(
     services = _services(
         settings, storage, clock or SystemClock(), charger, heartbeats, webhooks, failures
     )
-    intake = CardIntake(services.setup_intents, vault, acquirer, services.ctx.ids)
+    intake = CardIntake(
+        services.setup_intents, vault, acquirer, services.ctx.ids, services.card_limits, cards
+    )
     app = create_pci_app(services, intake, _seal(settings, idempotency_secret))
     return PciSide(app, services, storage, vault, acquirer, charger, intake, owner)
 

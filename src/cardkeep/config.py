@@ -17,7 +17,7 @@ ALL_SCHEMES = frozenset({*DEFAULT_SCHEMES, "AMEX"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-_SECRET_FIELDS = ("vault_key", "idempotency_key", "webhook_key")
+_SECRET_FIELDS = ("vault_key", "idempotency_key", "webhook_key", "fingerprint_key")
 
 
 class SettingsError(ValueError):
@@ -85,6 +85,16 @@ class Settings:
     webhook_ca_file: str | None = None
     dispatch_interval: float = 1.0
     webhook_retention_days: int = 30
+    # Card-testing defence: the key of card fingerprints (else ``<data dir>/fingerprint.key``),
+    # the sliding window in seconds (real time), and the limits within it (0 turns one off):
+    # failed card attempts per account and per setup intent paid with a client session secret,
+    # distinct cards per such setup intent, approved card entries per account.
+    fingerprint_key: str | None = field(default=None, repr=False)
+    limit_window: float = 600.0
+    limit_failed_per_account: int = 1000
+    limit_failed_per_secret: int = 5
+    limit_cards_per_secret: int = 3
+    limit_approved_per_account: int = 0
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -125,6 +135,38 @@ def _networks(text: str) -> tuple[str, ...]:
     return tuple(nets)
 
 
+_LIMITS = (
+    ("limit_failed_per_account", "LIMIT_FAILED_PER_ACCOUNT"),
+    ("limit_failed_per_secret", "LIMIT_FAILED_PER_SECRET"),
+    ("limit_cards_per_secret", "LIMIT_CARDS_PER_SECRET"),
+    ("limit_approved_per_account", "LIMIT_APPROVED_PER_ACCOUNT"),
+)
+MAX_LIMIT = 1_000_000
+MAX_LIMIT_WINDOW = 86_400
+
+
+def _limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """The card-testing limits: whole numbers (0 turns a limit off) and a window in seconds."""
+    changes: dict[str, Any] = {}
+    for key, name in _LIMITS:
+        raw = env.get(f"CARDKEEP_{name}")
+        if raw is not None:
+            if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_LIMIT:
+                raise SettingsError(
+                    f"CARDKEEP_{name} must be a whole number from 0 (no limit) to {MAX_LIMIT}"
+                )
+            changes[key] = int(raw)
+    raw = env.get("CARDKEEP_LIMIT_WINDOW")
+    if raw is not None:
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT_WINDOW:
+            raise SettingsError(
+                f"CARDKEEP_LIMIT_WINDOW must be a whole number of seconds from 1 to "
+                f"{MAX_LIMIT_WINDOW}"
+            )
+        changes["limit_window"] = float(raw)
+    return changes
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     s = Settings()
@@ -150,6 +192,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         changes["idempotency_key"] = env["CARDKEEP_IDEMPOTENCY_KEY"]
     if env.get("CARDKEEP_WEBHOOK_KEY"):
         changes["webhook_key"] = env["CARDKEEP_WEBHOOK_KEY"]
+    if env.get("CARDKEEP_FINGERPRINT_KEY"):
+        changes["fingerprint_key"] = env["CARDKEEP_FINGERPRINT_KEY"]
+    changes |= _limits(env)
     if "CARDKEEP_WEBHOOK_ALLOW" in env:
         changes["webhook_allow"] = _networks(env["CARDKEEP_WEBHOOK_ALLOW"])
     if env.get("CARDKEEP_WEBHOOK_CA_FILE"):

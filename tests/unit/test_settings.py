@@ -1,9 +1,13 @@
-"""The HTTP edge's settings: their defaults, and the values ``from_env`` refuses."""
+"""Settings (the HTTP edge, the card-testing limits): their defaults, and the values ``from_env``
+refuses."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
+from cardkeep.bootstrap import _policy
 from cardkeep.config import SettingsError, from_env
 
 
@@ -38,3 +42,57 @@ def test_a_timeout_must_be_a_positive_number_of_seconds(name: str, value: str) -
 def test_the_connection_cap_must_be_a_whole_number_in_range(value: str) -> None:
     with pytest.raises(SettingsError, match="CARDKEEP_MAX_CONNECTIONS"):
         from_env({"CARDKEEP_MAX_CONNECTIONS": value})
+
+
+def test_the_card_testing_defaults_and_the_policy_they_make() -> None:
+    settings = from_env({})
+    assert settings.limit_window == 600.0
+    assert settings.limit_failed_per_account == 1000
+    assert settings.limit_failed_per_secret == 5
+    assert settings.limit_cards_per_secret == 3
+    assert settings.limit_approved_per_account == 0  # approved entries: no limit
+    policy = _policy(
+        from_env(
+            {
+                "CARDKEEP_LIMIT_WINDOW": "60",
+                "CARDKEEP_LIMIT_FAILED_PER_ACCOUNT": "7",
+                "CARDKEEP_LIMIT_FAILED_PER_SECRET": "0",
+                "CARDKEEP_LIMIT_CARDS_PER_SECRET": "2",
+                "CARDKEEP_LIMIT_APPROVED_PER_ACCOUNT": "500",
+            }
+        )
+    )
+    assert policy.card_window == timedelta(seconds=60)
+    assert (
+        policy.card_failed_per_account,
+        policy.card_failed_per_secret,
+        policy.card_cards_per_secret,
+        policy.card_approved_per_account,
+    ) == (7, 0, 2, 500)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CARDKEEP_LIMIT_FAILED_PER_ACCOUNT",
+        "CARDKEEP_LIMIT_FAILED_PER_SECRET",
+        "CARDKEEP_LIMIT_CARDS_PER_SECRET",
+        "CARDKEEP_LIMIT_APPROVED_PER_ACCOUNT",
+    ],
+)
+@pytest.mark.parametrize("value", ["-1", "1.5", "ten", "", "1000001", "٣"])
+def test_a_card_limit_must_be_a_whole_number_in_range(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name} must be a whole number from 0"):
+        from_env({name: value})
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "86401", "soon", ""])
+def test_the_card_testing_window_must_be_whole_seconds_in_range(value: str) -> None:
+    with pytest.raises(SettingsError, match="CARDKEEP_LIMIT_WINDOW"):
+        from_env({"CARDKEEP_LIMIT_WINDOW": value})
+
+
+def test_the_fingerprint_key_is_a_secret_setting() -> None:
+    settings = from_env({"CARDKEEP_FINGERPRINT_KEY": "c2VjcmV0"})
+    assert settings.fingerprint_key == "c2VjcmV0"
+    assert "c2VjcmV0" not in repr(settings)

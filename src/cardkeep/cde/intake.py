@@ -12,6 +12,7 @@ from datetime import datetime
 
 from cardkeep.cde import vault_store
 from cardkeep.cde.acquirers.base import Acquirer, AcquirerRefused
+from cardkeep.cde.fingerprint import CardFingerprints
 from cardkeep.cde.pan import CardNumber, Cvv
 from cardkeep.cde.vault import SealedCard, Vault
 from cardkeep.domain.account import Account
@@ -20,6 +21,7 @@ from cardkeep.domain.card import CardOnFile, Expiry
 from cardkeep.domain.errors import Unavailable
 from cardkeep.domain.ids import IdFactory
 from cardkeep.domain.setup_intent import SetupIntent
+from cardkeep.service.card_limits import CardLimits
 from cardkeep.service.idempotency import RecoveryPoint
 from cardkeep.service.ports import UnitOfWork
 from cardkeep.service.setup_intents import (
@@ -59,11 +61,15 @@ class CardIntake:
         vault: Vault,
         acquirer: Acquirer,
         ids: IdFactory,
+        limits: CardLimits,
+        fingerprints: CardFingerprints,
     ) -> None:
         self._sis = setup_intents
         self._vault = vault
         self._acquirer = acquirer
         self._ids = ids
+        self._limits = limits
+        self._fingerprints = fingerprints
 
     def create(
         self,
@@ -73,9 +79,14 @@ class CardIntake:
         point: RecoveryPoint[SetupIntent] | None = None,
     ) -> SetupIntent:
         draft = self._sis.prepare(account, cmd)  # a bad request never reaches the acquirer
-        now = draft.created_at
-        outcome = self._verify(account, card, now)
-        return self._sis.create_with_card(draft, outcome, point)
+        attempt = self._limits.reserve(account, self._fingerprints.of(card.pan), None)
+        outcome = self._counted(attempt, account, card, draft.created_at)
+        try:
+            also = self._limits.settle(attempt, outcome)
+            return self._sis.create_with_card(draft, outcome, point, also)
+        except BaseException:
+            self._limits.settle_alone(attempt, outcome)
+            raise
 
     def add_card(
         self,
@@ -87,8 +98,24 @@ class CardIntake:
         """The hosted page's card endpoint: the same verification and vault as ``create``, for
         a setup intent created on the API listener, authorized by its client session secret."""
         _, owner, now = self._sis.open_for_card(si_id, secret)  # refused before the acquirer
-        outcome = self._verify(owner, card, now)
-        return self._sis.add_card(si_id, secret, owner, outcome, point)
+        attempt = self._limits.reserve(owner, self._fingerprints.of(card.pan), si_id)
+        outcome = self._counted(attempt, owner, card, now)
+        try:
+            also = self._limits.settle(attempt, outcome)
+            return self._sis.add_card(si_id, secret, owner, outcome, point, also)
+        except BaseException:
+            self._limits.settle_alone(attempt, outcome)
+            raise
+
+    def _counted(
+        self, attempt: str, account: Account, card: CardInput, now: datetime
+    ) -> CardOutcome:
+        """The outcome of a reserved attempt; one the acquirer could not answer is released."""
+        try:
+            return self._verify(account, card, now)
+        except BaseException:
+            self._limits.release(attempt)
+            raise
 
     def _attempt(
         self,

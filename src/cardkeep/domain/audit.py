@@ -29,6 +29,8 @@ class Action(StrEnum):
     # A PAN was used: sent to the acquirer for a verification (setup) or a charge.
     CARD_AUTHORIZATION = "card.authorization"
     CARD_CHARGE = "card.charge"
+    # A card attempt refused by the card-testing limits before the acquirer was asked.
+    CARD_RATE_LIMITED = "card.rate_limited"
 
 
 class Outcome(StrEnum):

@@ -66,6 +66,7 @@ class Code(StrEnum):
     URI_TOO_LONG = "uri_too_long"
     HEADERS_TOO_LARGE = "headers_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    RATE_LIMITED = "rate_limited"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -171,6 +172,15 @@ class ClientSecretUsed(Unauthorized):
 
 class ClientSecretExpired(Unauthorized):
     pass
+
+
+class RateLimited(DomainError):
+    """Too many card attempts in the card-testing window; ``retry_after`` (seconds) says when the
+    next attempt would be counted again."""
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Unavailable(DomainError):

@@ -35,6 +35,15 @@ class Policy:
     idempotency_lease: timedelta = LEASE
     sweep_batch: int = 200
     sweep_accounts: int = 1000  # accounts one worker leases per sweep
+    # Card-testing defence (``service.card_limits``), over a sliding window of real time; 0 turns
+    # a limit off. Failed card attempts (declined, or past their expiry month) per account and
+    # per setup intent paid through a client session secret, distinct cards tried per such setup
+    # intent, and approved card entries per account (off unless configured).
+    card_window: timedelta = timedelta(minutes=10)
+    card_failed_per_account: int = 1000
+    card_failed_per_secret: int = 5
+    card_cards_per_secret: int = 3
+    card_approved_per_account: int = 0
     # The sandbox clock's total offset may not exceed 100 years (CONTRACT §7.3).
     max_clock_offset: timedelta = timedelta(seconds=3_155_760_000)
 

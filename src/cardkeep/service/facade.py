@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cardkeep.service.accounts import Accounts
 from cardkeep.service.audit import Audit
+from cardkeep.service.card_limits import CardLimits
 from cardkeep.service.changes import Changes
 from cardkeep.service.context import Context
 from cardkeep.service.heartbeat import Heartbeats
@@ -32,6 +33,7 @@ class Services:
     idempotency: Idempotency
     webhooks: Webhooks
     audit: Audit
+    card_limits: CardLimits
 
     @classmethod
     def build(
@@ -48,7 +50,8 @@ class Services:
         refunds = Refunds(ctx, changes)
         idempotency = Idempotency(ctx.storage, ctx.clock, lease=ctx.policy.idempotency_lease)
         audit = Audit(ctx)
-        sweeper = Sweeper(ctx, sis, pis, refunds, idempotency, audit)
+        card_limits = CardLimits(ctx)
+        sweeper = Sweeper(ctx, sis, pis, refunds, idempotency, audit, card_limits)
         beats = heartbeats or Heartbeats(ctx.clock)
         webhooks = Webhooks(ctx, box, destinations)
         return cls(
@@ -63,4 +66,5 @@ class Services:
             idempotency,
             webhooks,
             audit,
+            card_limits,
         )

@@ -158,6 +158,65 @@ class CardVault(Protocol):
     def forget(self, token: str) -> None: ...
 
 
+class CardResult(StrEnum):
+    """What became of a card attempt (card-testing defence): ``pending`` while the acquirer is
+    asked, then ``approved``, ``declined`` (by the acquirer) or ``expired`` (past its month)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class CardAttempt:
+    """One card entry, counted by the card-testing limits: the account, the setup intent when it
+    came through a client session secret (None: an account key), the card's keyed fingerprint
+    (never the card number), the outcome and when it was made (real time)."""
+
+    id: str
+    account_id: str
+    setup_intent_id: str | None
+    fingerprint: str
+    outcome: CardResult
+    at: datetime
+
+
+class CardAttemptRepo(Protocol):
+    def hold(self, account_id: str) -> None:
+        """Lock the account until the transaction ends, so the card attempts of one account are
+        counted and added one transaction after the other (PostgreSQL: its row, waiting)."""
+        ...
+
+    def add(self, attempt: CardAttempt) -> None: ...
+
+    def settle(self, attempt_id: str, outcome: CardResult) -> None: ...
+
+    def delete(self, attempt_id: str) -> None: ...
+
+    def nth_newest(
+        self,
+        account_id: str,
+        setup_intent_id: str | None,
+        outcomes: tuple[CardResult, ...],
+        since: datetime,
+        n: int,
+    ) -> datetime | None:
+        """When the ``n``-th newest (1 = the newest) attempt with one of these outcomes, made
+        after ``since``, was made; None when there are fewer than ``n``. Of the account's
+        attempts, or of the setup intent's when ``setup_intent_id`` is given."""
+        ...
+
+    def cards(self, setup_intent_id: str, since: datetime) -> dict[str, datetime]:
+        """The setup intent's distinct card fingerprints tried after ``since``, each with
+        its newest attempt."""
+        ...
+
+    def prune(self, before: datetime) -> int:
+        """Delete the attempts made before ``before``; how many."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     """A final answer kept for replay; ``body`` is sealed (encrypted) by the web layer."""
@@ -359,6 +418,8 @@ class UnitOfWork(Protocol):
     def refunds(self) -> RefundRepo: ...
     @property
     def audit(self) -> AuditLog: ...
+    @property
+    def card_attempts(self) -> CardAttemptRepo: ...
 
     def commit(self) -> None: ...
 

@@ -153,11 +153,15 @@ class SetupIntents:
         draft: SetupIntent,
         outcome: CardOutcome,
         point: RecoveryPoint[SetupIntent] | None = None,
+        also: Callable[[UnitOfWork], None] | None = None,
     ) -> SetupIntent:
         """The PCI create: the draft (Created) fires authorize, decline or card_expired_at_entry,
-        and is saved once, in the status that leaves it (one ``setup_intent.created``)."""
+        and is saved once, in the status that leaves it (one ``setup_intent.created``). ``also``
+        runs in the same transaction (the card attempt's outcome, ``service.card_limits``)."""
         si = _with_card_outcome(draft, outcome, draft.created_at)
         with self._ctx.storage.transaction(write=True) as uow:
+            if also is not None:
+                also(uow)
             if isinstance(outcome, CardApproved):
                 outcome.keep(uow)
             self._changes.insert(uow, si)
@@ -367,16 +371,20 @@ class SetupIntents:
         owner: Account,
         outcome: CardOutcome,
         point: RecoveryPoint[SetupIntent] | None = None,
+        also: Callable[[UnitOfWork], None] | None = None,
     ) -> SetupIntent:
         """A card through the hosted page (CONTRACT §9): authorize (the secret is consumed),
         decline (the intent stays Created) or card_expired_at_entry; a decline or an expired card
         is a failed attempt, and the fifth consumes the secret. The secret is checked again in
-        the transaction, so of two submissions only one is recorded."""
+        the transaction, so of two submissions only one is recorded. ``also`` runs in that
+        transaction (the card attempt's outcome, ``service.card_limits``)."""
 
         def attempt(uow: UnitOfWork) -> SetupIntent:
             current = self._load(uow, owner, si_id)
             now = self._ctx.now(owner)
             self._check_secret(current, secret, now, allow_expired=False)
+            if also is not None:
+                also(uow)
             record = current.secret
             assert record is not None
             if isinstance(outcome, CardApproved):

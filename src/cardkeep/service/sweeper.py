@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from cardkeep.domain.account import Account
 from cardkeep.domain.errors import DomainError
 from cardkeep.service.audit import Audit
+from cardkeep.service.card_limits import CardLimits
 from cardkeep.service.context import Context
 from cardkeep.service.idempotency import Idempotency
 from cardkeep.service.payment_intents import PaymentIntents
@@ -38,6 +39,7 @@ class Sweeper:
         refunds: Refunds,
         idempotency: Idempotency,
         audit: Audit,
+        card_limits: CardLimits,
     ) -> None:
         self._ctx = ctx
         self._sis = sis
@@ -45,6 +47,7 @@ class Sweeper:
         self._refunds = refunds
         self._idempotency = idempotency
         self._audit = audit
+        self._card_limits = card_limits
 
     def run_once(self) -> SweepReport:
         """Sweep the accounts whose sweep lease has expired, each on its own: one account that
@@ -69,6 +72,7 @@ class Sweeper:
             n_si += swept_si
             n_pi += swept_pi
         self._idempotency.prune()  # Idempotency-Key records older than their 24 hours
+        self._card_limits.prune()  # card attempts that have left the card-testing window
         charges = self._pis.recover()
         report = SweepReport(n_si, n_pi, charges, self._refunds.recover(), tuple(failed))
         self._audit.flush_failures()  # last: a failed write keeps its counts for the next run

@@ -24,6 +24,8 @@ from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
 from cardkeep.domain.webhooks import AttemptOutcome, Delivery, DeliveryStatus
 from cardkeep.service.ports import (
+    CardAttempt,
+    CardResult,
     IdempotencyRecord,
     StoredResponse,
     StoredSubscription,
@@ -55,6 +57,7 @@ class _Tables:
     origins: dict[str, tuple[str, ...]] = field(default_factory=dict)  # account id -> origins
     refunds: dict[str, Refund] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)  # in append order; seq = index + 1
+    card_attempts: dict[str, CardAttempt] = field(default_factory=dict)
 
     def copy(self) -> _Tables:
         return _Tables(
@@ -72,6 +75,7 @@ class _Tables:
             dict(self.origins),
             dict(self.refunds),
             list(self.audit),
+            dict(self.card_attempts),
         )
 
 
@@ -114,6 +118,7 @@ class MemoryUnitOfWork:
         self.deliveries = _Deliveries(tables)
         self.refunds = _Refunds(tables)
         self.audit = _AuditLog(tables)
+        self.card_attempts = _CardAttempts(tables)
 
     def commit(self) -> None:
         if callable(self._on_commit):
@@ -642,3 +647,61 @@ class _AuditLog:
         if after is not None:
             return [e for e in found if e.seq is not None and e.seq > after][:limit]
         return found[-limit:] if limit > 0 else []
+
+
+class _CardAttempts:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def hold(self, account_id: str) -> None:
+        return None  # write transactions are serialised by the storage's lock
+
+    def add(self, attempt: CardAttempt) -> None:
+        if attempt.id in self._t.card_attempts:
+            raise Conflict("The change conflicts with a record already stored.")
+        self._t.card_attempts[attempt.id] = attempt
+
+    def settle(self, attempt_id: str, outcome: CardResult) -> None:
+        found = self._t.card_attempts.get(attempt_id)
+        if found is not None:
+            self._t.card_attempts[attempt_id] = replace(found, outcome=outcome)
+
+    def delete(self, attempt_id: str) -> None:
+        self._t.card_attempts.pop(attempt_id, None)
+
+    def nth_newest(
+        self,
+        account_id: str,
+        setup_intent_id: str | None,
+        outcomes: tuple[CardResult, ...],
+        since: datetime,
+        n: int,
+    ) -> datetime | None:
+        times = sorted(
+            (
+                a.at
+                for a in self._t.card_attempts.values()
+                if a.at > since
+                and a.outcome in outcomes
+                and (
+                    a.account_id == account_id
+                    if setup_intent_id is None
+                    else a.setup_intent_id == setup_intent_id
+                )
+            ),
+            reverse=True,
+        )
+        return times[n - 1] if len(times) >= n else None
+
+    def cards(self, setup_intent_id: str, since: datetime) -> dict[str, datetime]:
+        newest: dict[str, datetime] = {}
+        for a in self._t.card_attempts.values():
+            if a.setup_intent_id == setup_intent_id and a.at > since:
+                newest[a.fingerprint] = max(a.at, newest.get(a.fingerprint, a.at))
+        return newest
+
+    def prune(self, before: datetime) -> int:
+        old = [k for k, a in self._t.card_attempts.items() if a.at < before]
+        for k in old:
+            del self._t.card_attempts[k]
+        return len(old)

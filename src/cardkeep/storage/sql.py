@@ -30,6 +30,8 @@ from cardkeep.domain.setup_intent import SetupIntent
 from cardkeep.domain.setup_intent import Status as SIStatus
 from cardkeep.domain.webhooks import AttemptOutcome, Delivery, DeliveryStatus
 from cardkeep.service.ports import (
+    CardAttempt,
+    CardResult,
     IdempotencyRecord,
     SealedSecret,
     StoredResponse,
@@ -84,6 +86,7 @@ class SqlUnitOfWork:
         self.deliveries = Deliveries(db)
         self.refunds = Refunds(db)
         self.audit = AuditLog(db)
+        self.card_attempts = CardAttempts(db)
 
     def commit(self) -> None:
         self._commit()
@@ -1012,3 +1015,75 @@ class AuditLog:
         ).fetchall()
         entries = [_audit_entry(row) for row in rows]
         return entries if after is not None else entries[::-1]
+
+
+class CardAttempts:
+    """Card attempts counted by the card-testing limits: a fingerprint, never card data."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def hold(self, account_id: str) -> None:
+        self._db.execute(
+            f"SELECT id FROM accounts WHERE id = ?{self._db.lock_wait}",  # noqa: S608
+            (account_id,),
+        )
+
+    def add(self, attempt: CardAttempt) -> None:
+        self._db.execute(
+            "INSERT INTO card_attempts"
+            " (id, account_id, setup_intent_id, fingerprint, outcome, at_us)"
+            " VALUES (?,?,?,?,?,?)",
+            (
+                attempt.id,
+                attempt.account_id,
+                attempt.setup_intent_id,
+                attempt.fingerprint,
+                attempt.outcome.value,
+                micros(attempt.at),
+            ),
+        )
+
+    def settle(self, attempt_id: str, outcome: CardResult) -> None:
+        self._db.execute(
+            "UPDATE card_attempts SET outcome = ? WHERE id = ?", (outcome.value, attempt_id)
+        )
+
+    def delete(self, attempt_id: str) -> None:
+        self._db.execute("DELETE FROM card_attempts WHERE id = ?", (attempt_id,))
+
+    def nth_newest(
+        self,
+        account_id: str,
+        setup_intent_id: str | None,
+        outcomes: tuple[CardResult, ...],
+        since: datetime,
+        n: int,
+    ) -> datetime | None:
+        scope, value = (
+            ("account_id", account_id)
+            if setup_intent_id is None
+            else ("setup_intent_id", setup_intent_id)
+        )
+        marks = ",".join("?" * len(outcomes))
+        row = self._db.execute(
+            f"SELECT at_us FROM card_attempts WHERE {scope} = ?"  # noqa: S608
+            f" AND at_us > ? AND outcome IN ({marks})"
+            " ORDER BY at_us DESC LIMIT 1 OFFSET ?",
+            (value, micros(since), *(o.value for o in outcomes), n - 1),
+        ).fetchone()
+        return None if row is None else from_micros(row[0])
+
+    def cards(self, setup_intent_id: str, since: datetime) -> dict[str, datetime]:
+        rows = self._db.execute(
+            "SELECT fingerprint, MAX(at_us) FROM card_attempts"
+            " WHERE setup_intent_id = ? AND at_us > ? GROUP BY fingerprint",
+            (setup_intent_id, micros(since)),
+        ).fetchall()
+        return {row[0]: from_micros(row[1]) for row in rows}
+
+    def prune(self, before: datetime) -> int:
+        rows = self._db.execute(
+            "DELETE FROM card_attempts WHERE at_us < ? RETURNING id", (micros(before),)
+        ).fetchall()
+        return len(rows)

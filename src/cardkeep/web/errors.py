@@ -29,6 +29,7 @@ from cardkeep.domain.errors import (
     NotFound,
     NotMerchantInitiated,
     NotReversible,
+    RateLimited,
     RefundDeclined,
     RefundInProgress,
     RowLocked,
@@ -109,6 +110,7 @@ TABLE: dict[type[Exception], tuple[int, Code]] = {
     UriTooLong: (414, C.URI_TOO_LONG),
     HeaderFieldsTooLarge: (431, C.HEADERS_TOO_LARGE),
     Unavailable: (503, C.SERVICE_UNAVAILABLE),
+    RateLimited: (429, C.RATE_LIMITED),
     Busy: (503, C.SERVICE_UNAVAILABLE),
     RowLocked: (503, C.SERVICE_UNAVAILABLE),
     Exception: (500, C.INTERNAL_ERROR),
@@ -141,6 +143,7 @@ TITLES: dict[Code, str] = {
     C.URI_TOO_LONG: "URI Too Long",
     C.HEADERS_TOO_LARGE: "Request Header Fields Too Large",
     C.SERVICE_UNAVAILABLE: "Service Unavailable",
+    C.RATE_LIMITED: "Too Many Requests",
     C.INTERNAL_ERROR: "Internal Server Error",
 }
 
@@ -170,7 +173,7 @@ def from_exception(exc: Exception) -> Problem:
         return Problem(status, code, exc.detail, headers=exc.headers)
     assert isinstance(exc, DomainError)
     headers: dict[str, str] = {}
-    if isinstance(exc, Unavailable | ChargeInProgress):
+    if isinstance(exc, Unavailable | ChargeInProgress | RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, IdempotencyInProgress):
         headers["Retry-After"] = "1"

@@ -35,6 +35,7 @@ TYPES = {
     413: _RFC7231 + "6.5.11",
     414: _RFC7231 + "6.5.12",
     422: "https://tools.ietf.org/html/rfc4918#section-11.2",
+    429: "https://tools.ietf.org/html/rfc6585#section-4",
     431: "https://tools.ietf.org/html/rfc6585#section-5",
     500: _RFC7231 + "6.6.1",
     503: _RFC7231 + "6.6.4",
