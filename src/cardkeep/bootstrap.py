@@ -45,6 +45,7 @@ from cardkeep.service.context import Context, Policy
 from cardkeep.service.facade import Services
 from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.ports import Charger, Clock, Storage
+from cardkeep.service.retention import PurgeReport, Retention
 from cardkeep.storage import postgres, sqlite
 from cardkeep.web.idempotency import Seal
 from cardkeep.webhooks.destinations import (
@@ -95,6 +96,29 @@ def migrate(settings: Settings) -> list[int]:
         return postgres.migrate(database.url, _pool(settings))
     assert database.path is not None
     return sqlite.migrate(database.path)
+
+
+def purge(
+    settings: Settings, older_than: timedelta, *, dry_run: bool = False
+) -> tuple[PurgeReport, str | None]:
+    """``cardkeep purge``: the retention purge (``service.retention``), then, unless a dry run,
+    the database's own copies of what it removed: the SQLite WAL checkpointed and truncated, or
+    the touched PostgreSQL tables vacuumed. Needs no key: nothing is opened or sealed. Returns
+    the counts and what was done to the database (None in a dry run)."""
+    storage = storage_for(settings)
+    try:
+        report = Retention(storage, SystemClock()).purge(older_than, dry_run=dry_run)
+        if dry_run:
+            return report, None
+        if isinstance(storage, postgres.PostgresStorage):
+            storage.vacuum(("setup_intents", "payment_intents", "vault_cards"))
+            return report, "vacuumed setup_intents, payment_intents, vault_cards"
+        assert isinstance(storage, sqlite.SqliteStorage)
+        if storage.checkpoint():
+            return report, "checkpointed and truncated the WAL"
+        return report, "the WAL is still in use by a reader: run cardkeep purge again"
+    finally:
+        storage.close()
 
 
 def _policy(settings: Settings) -> Policy:

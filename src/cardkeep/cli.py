@@ -1,4 +1,4 @@
-"""The ``cardkeep`` command: serve, migrate, sweep, accounts, webhooks, audit."""
+"""The ``cardkeep`` command: serve, migrate, sweep, purge, accounts, webhooks, audit."""
 
 from __future__ import annotations
 
@@ -138,6 +138,38 @@ def sweep(data_dir: Path | None, database_url: str | None) -> None:
         f"{report.payment_intents}, recovered charges: {report.recovered_charges}",
         err=True,
     )
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(min=0),
+    required=True,
+    metavar="DAYS",
+    help="Purge intents last changed at least this many days ago (on the account's clock).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be purged; change nothing.")
+@data_dir_option
+@database_url_option
+def purge(days: int, dry_run: bool, data_dir: Path | None, database_url: str | None) -> None:
+    """Retention: scrub card, customer and address details from setup intents and payment
+    intents in a final status last changed DAYS or more ago (ids, statuses, amounts and
+    times stay: a Captured payment intent can still be refunded), delete vault cards no live
+    setup intent holds, then checkpoint and truncate the SQLite WAL or VACUUM the PostgreSQL
+    tables. Prints the counts."""
+    from datetime import timedelta
+
+    from cardkeep.bootstrap import purge as run_purge
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    report, database = run_purge(settings, timedelta(days=days), dry_run=dry_run)
+    verb = "would purge" if dry_run else "purged"
+    click.echo(f"{verb} setup intents: {report.setup_intents}")
+    click.echo(f"{verb} payment intents: {report.payment_intents}")
+    click.echo(f"{'would delete' if dry_run else 'deleted'} vault cards: {report.vault_cards}")
+    if database is not None:
+        click.echo(f"database: {database}", err=True)
 
 
 @main.group()

@@ -12,7 +12,7 @@ from pathlib import Path
 from cardkeep.domain.attempts import AttemptType, AuthAttempt
 from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import Status as PI
-from cardkeep.domain.setup_intent import ClientSecret
+from cardkeep.domain.setup_intent import ClientSecret, SetupIntent
 from cardkeep.domain.setup_intent import Status as SI
 from cardkeep.storage import codec, sqlite
 from cardkeep.storage.migrations import load
@@ -34,7 +34,7 @@ def _attempt(card_nt: str | None) -> AuthAttempt:
     )
 
 
-def _setup_intent(nt: str | None) -> object:
+def _setup_intent(nt: str | None) -> SetupIntent:
     attempt = _attempt(nt)
     return make_si(
         SI.AUTHORIZED,
@@ -48,11 +48,18 @@ def _setup_intent(nt: str | None) -> object:
     )
 
 
+PURGED_AT = T0 + timedelta(days=400)
+
+
 def test_golden_setup_intents_of_every_version_decode() -> None:
+    v3 = (GOLDEN / "setup_intent_v3.json").read_bytes()
+    assert v3.startswith(b'{"v":3,')
+    purged = replace(_setup_intent(NT), purged_at=PURGED_AT)
+    assert codec.decode_si(v3) == purged
+    assert codec.encode(purged) + b"\n" == v3  # the current shape is version 3's
     v2 = (GOLDEN / "setup_intent_v2.json").read_bytes()
     assert v2.startswith(b'{"v":2,')
     assert codec.decode_si(v2) == _setup_intent(NT)
-    assert codec.encode(_setup_intent(NT)) + b"\n" == v2  # the current shape is version 2's
     assert codec.decode_si((GOLDEN / "setup_intent_v1.json").read_bytes()) == _setup_intent(NT)
     assert codec.decode_si((GOLDEN / "setup_intent_v0.json").read_bytes()) == _setup_intent(None)
 
@@ -74,7 +81,11 @@ def test_golden_payment_intents_of_every_version_decode() -> None:
     v2 = replace(v1, attempt_request="0f1e2d3c4b5a69788796a5b4c3d2e1f0")
     raw = (GOLDEN / "payment_intent_v2.json").read_bytes()
     assert codec.decode_pi(raw) == v2
-    assert codec.encode(v2) + b"\n" == raw  # the current shape is version 2's
+    v3 = replace(v2, purged_at=PURGED_AT)
+    raw = (GOLDEN / "payment_intent_v3.json").read_bytes()
+    assert raw.startswith(b'{"v":3,')
+    assert codec.decode_pi(raw) == v3
+    assert codec.encode(v3) + b"\n" == raw  # the current shape is version 3's
     old = codec.decode_pi((GOLDEN / "payment_intent_v0.json").read_bytes())
     assert old.status is PI.CREATED
     assert old.charge_attempts == 0

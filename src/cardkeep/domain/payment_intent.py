@@ -85,6 +85,8 @@ class PaymentIntent:
     pending_attempt: AuthAttempt | None = None
     # Which request (a token of its Idempotency-Key) claimed the current or last attempt.
     attempt_request: str | None = None
+    # When retention scrubbed its card and customer details (``domain.retention``), if it has.
+    purged_at: datetime | None = None
 
     @property
     def public_status(self) -> Status:

@@ -106,6 +106,8 @@ class SetupIntent:
     payment_details: AuthAttempt | None = None
     setup_events: tuple[AuthAttempt, ...] = ()
     secret: ClientSecret | None = None
+    # When retention scrubbed its card and customer details (``domain.retention``), if it has.
+    purged_at: datetime | None = None
 
     @property
     def public_status(self) -> Status:

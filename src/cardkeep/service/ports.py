@@ -217,6 +217,36 @@ class CardAttemptRepo(Protocol):
         ...
 
 
+class RetentionRepo(Protocol):
+    """What the retention purge reads, in batches by id. Inside a write transaction the intents
+    returned are locked until it ends (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so a row another
+    transaction is changing is left for the next run; SQLite's write transactions are serialised),
+    so a purge written with ``update`` in the same transaction never overwrites a newer change."""
+
+    def final_setup_intents(
+        self, statuses: frozenset[SIStatus], after: str, limit: int
+    ) -> list[SetupIntent]:
+        """Setup intents in one of ``statuses`` with an id after ``after``, by id."""
+        ...
+
+    def final_payment_intents(
+        self, statuses: frozenset[PIStatus], after: str, limit: int
+    ) -> list[PaymentIntent]:
+        """Payment intents in one of ``statuses`` with an id after ``after``, by id."""
+        ...
+
+    def vault_tokens(self, after: str, limit: int) -> list[str]:
+        """The tokens of the vault's cards after ``after``, in order."""
+        ...
+
+    def vault_tokens_held(
+        self, statuses: frozenset[SIStatus], after: str, limit: int
+    ) -> list[tuple[str, str | None]]:
+        """(id, vault token) of the setup intents in one of ``statuses`` with an id after
+        ``after``, by id; read without locks (a row being changed is read as it was)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     """A final answer kept for replay; ``body`` is sealed (encrypted) by the web layer."""
@@ -420,6 +450,8 @@ class UnitOfWork(Protocol):
     def audit(self) -> AuditLog: ...
     @property
     def card_attempts(self) -> CardAttemptRepo: ...
+    @property
+    def retention(self) -> RetentionRepo: ...
 
     def commit(self) -> None: ...
 

@@ -1,8 +1,9 @@
 """How records are stored: JSON documents with a schema version, and the one timestamp encoding.
 
 - Documents (``doc`` columns) are ``{"v": <version>, "record": {...}}`` (version 2 added a payment
-  intent's ``attempt_request``; every version decodes); a document written before
-  versions existed (a bare record) reads as version 0, which has the same fields. A committed
+  intent's ``attempt_request``, version 3 both intents' ``purged_at``; every version decodes); a
+  document written before versions existed (a bare record) reads as version 0, which has the same
+  fields. A committed
   golden document of each version is decoded by a test, so a change of shape cannot go unnoticed.
 - Every stored instant is an integer count of microseconds since the epoch, UTC (``micros``,
   ``from_micros``), on every engine.
@@ -19,7 +20,7 @@ from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.refund import Refund
 from cardkeep.domain.setup_intent import SetupIntent
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _VERSIONED = b'{"v"'
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -119,6 +119,7 @@ class MemoryUnitOfWork:
         self.refunds = _Refunds(tables)
         self.audit = _AuditLog(tables)
         self.card_attempts = _CardAttempts(tables)
+        self.retention = _Retention(tables)
 
     def commit(self) -> None:
         if callable(self._on_commit):
@@ -705,3 +706,30 @@ class _CardAttempts:
         for k in old:
             del self._t.card_attempts[k]
         return len(old)
+
+
+class _Retention:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def final_setup_intents(
+        self, statuses: frozenset[SIStatus], after: str, limit: int
+    ) -> list[SetupIntent]:
+        found = [si for si in self._t.setup_intents.values() if si.status in statuses]
+        return sorted((si for si in found if si.id > after), key=lambda si: si.id)[:limit]
+
+    def final_payment_intents(
+        self, statuses: frozenset[PIStatus], after: str, limit: int
+    ) -> list[PaymentIntent]:
+        found = [pi for pi in self._t.payment_intents.values() if pi.status in statuses]
+        return sorted((pi for pi in found if pi.id > after), key=lambda pi: pi.id)[:limit]
+
+    def vault_tokens(self, after: str, limit: int) -> list[str]:
+        return sorted(token for token in self._t.vault if token > after)[:limit]
+
+    def vault_tokens_held(
+        self, statuses: frozenset[SIStatus], after: str, limit: int
+    ) -> list[tuple[str, str | None]]:
+        found = [si for si in self._t.setup_intents.values() if si.status in statuses]
+        held = sorted((si for si in found if si.id > after), key=lambda si: si.id)[:limit]
+        return [(si.id, si.vault_token) for si in held]

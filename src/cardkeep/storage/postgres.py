@@ -31,6 +31,8 @@ from cardkeep.storage.sql import SqlUnitOfWork
 # Any number; the same in every cardkeep process that migrates this database.
 MIGRATION_LOCK = 0x63617264  # "card"
 UNAVAILABLE = "The database does not answer; retry shortly."
+# The tables ``vacuum`` accepts (a name is never taken from input).
+VACUUMABLE = frozenset({"setup_intents", "payment_intents", "vault_cards"})
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,19 @@ class PostgresStorage:
             if translated is exc:
                 raise
             raise translated from exc
+
+    def vacuum(self, tables: tuple[str, ...]) -> None:
+        """``VACUUM (ANALYZE)`` each of ``tables`` (cardkeep's own names only), on a connection
+        of its own in autocommit, without the statement timeout: the dead row versions an update
+        left behind are removed from the tables' pages (their bytes are overwritten only as the
+        space is reused; WAL segments and backups keep what they recorded)."""
+        for table in tables:
+            if table not in VACUUMABLE:
+                raise ValueError(f"not a table of cardkeep's: {table!r}")
+        with _connect(self.url, self.settings) as conn:
+            conn.execute("SET statement_timeout = 0")
+            for table in tables:
+                conn.execute(f"VACUUM (ANALYZE) {table}".encode())
 
     def ping(self) -> None:
         with self.transaction(write=False) as uow:

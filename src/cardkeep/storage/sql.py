@@ -87,6 +87,7 @@ class SqlUnitOfWork:
         self.refunds = Refunds(db)
         self.audit = AuditLog(db)
         self.card_attempts = CardAttempts(db)
+        self.retention = Retention(db)
 
     def commit(self) -> None:
         self._commit()
@@ -1087,3 +1088,47 @@ class CardAttempts:
             "DELETE FROM card_attempts WHERE at_us < ? RETURNING id", (micros(before),)
         ).fetchall()
         return len(rows)
+
+
+class Retention:
+    """The retention purge's reads: final intents and vault rows in batches by id (keyset)."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def _final(self, table: str, statuses: frozenset[Any], after: str, limit: int) -> list[Any]:
+        marks = ",".join("?" * len(statuses))
+        return self._db.execute(
+            f"SELECT doc FROM {table} WHERE status IN ({marks}) AND id > ?"  # noqa: S608
+            f" ORDER BY id LIMIT ?{self._db.skip_locked}",
+            (*sorted(s.value for s in statuses), after, limit),
+        ).fetchall()
+
+    def final_setup_intents(
+        self, statuses: frozenset[SIStatus], after: str, limit: int
+    ) -> list[SetupIntent]:
+        rows = self._final("setup_intents", statuses, after, limit)
+        return [codec.decode_si(row[0]) for row in rows]
+
+    def final_payment_intents(
+        self, statuses: frozenset[PIStatus], after: str, limit: int
+    ) -> list[PaymentIntent]:
+        rows = self._final("payment_intents", statuses, after, limit)
+        return [codec.decode_pi(row[0]) for row in rows]
+
+    def vault_tokens(self, after: str, limit: int) -> list[str]:
+        rows = self._db.execute(
+            "SELECT token FROM vault_cards WHERE token > ? ORDER BY token LIMIT ?", (after, limit)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def vault_tokens_held(
+        self, statuses: frozenset[SIStatus], after: str, limit: int
+    ) -> list[tuple[str, str | None]]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._db.execute(
+            f"SELECT id, doc FROM setup_intents WHERE status IN ({marks}) AND id > ?"  # noqa: S608
+            " ORDER BY id LIMIT ?",
+            (*sorted(s.value for s in statuses), after, limit),
+        ).fetchall()
+        return [(row[0], codec.decode_si(row[1]).vault_token) for row in rows]

@@ -192,6 +192,18 @@ class SqliteStorage:
         finally:
             self._release(conn)
 
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and truncate it to zero bytes (``PRAGMA
+        wal_checkpoint(TRUNCATE)``), so the old versions of changed pages stop being kept there;
+        False when a reader still needs part of it (run it again later). Freed space is zeroed
+        as it is freed (``secure_delete``), so no VACUUM is needed for that."""
+        conn = _connect(self.path, self._busy_timeout_ms)
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+        return int(busy) == 0
+
     def ping(self) -> None:
         conn = self._acquire()
         try:
