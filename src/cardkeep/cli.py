@@ -92,6 +92,7 @@ def serve(
     applied = migrate(settings)
     if applied:
         click.echo(f"applied migrations {applied}", err=True)
+    _check_keyring(settings)
     with Runtime.open(settings) as runtime:  # refuses a bad vault key before anything is bound
         key = ensure_sandbox_account(settings, runtime.services) if sandbox_account else None
     try:
@@ -111,6 +112,25 @@ def serve(
         lines.append(f"  sandbox key:  {key}")
     click.echo("\n".join([*lines, ""]), err=True)
     run(settings, sockets)
+
+
+def _check_keyring(settings: Settings) -> None:
+    """``serve`` with a prod account in the database refuses a keyring that is missing, inside
+    the data directory or readable by others; without a configured one it warns that the
+    generated sandbox keyring sits beside the data."""
+    from cardkeep.bootstrap import check_prod_keyring, storage_for
+
+    storage = storage_for(settings)
+    try:
+        check_prod_keyring(settings, storage)
+    finally:
+        storage.close()
+    if settings.keyring is None and not settings.keyring_json:
+        click.echo(
+            f"warning: no CARDKEEP_KEYRING configured: the vault's keyring is "
+            f"{settings.data_dir / 'keyring.json'}, beside the data (sandbox only)",
+            err=True,
+        )
 
 
 @main.command()
