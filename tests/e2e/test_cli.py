@@ -171,6 +171,10 @@ def test_help_of_every_command_exits_0() -> None:
         ["webhooks", "dispatch"],
         ["webhooks", "replay"],
         ["webhooks", "tail"],
+        ["keys"],
+        ["keys", "list"],
+        ["keys", "rotate"],
+        ["keys", "retire"],
     ):
         r = cardkeep(*command, "--help")
         assert r.returncode == 0, (command, r.stderr)
