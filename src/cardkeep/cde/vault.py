@@ -156,8 +156,13 @@ class Vault:
     ) -> SealedCard:
         """Seal under the account's current DEK, read (and held) in the transaction ``uow`` that
         stores the card (``ensure_dek`` first)."""
-        dek = vault_store.current_dek(uow, account_id, lock=True)
-        if dek is None:
+        for _ in range(3):
+            # A rotation that replaced the key while this read waited for its lock hides the old
+            # row and not yet the new one (PostgreSQL, READ COMMITTED): read again, a new snapshot.
+            dek = vault_store.current_dek(uow, account_id, lock=True)
+            if dek is not None:
+                break
+        else:
             raise VaultError(f"the account {account_id} has no data-encryption key")
         return self.seal_under(dek, token, pan, now)
 
