@@ -33,7 +33,7 @@ def _settings(**overrides: Any) -> Settings:
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the SQLite database and the sandbox vault key [env CARDKEEP_DATA_DIR; "
+    help="Directory for the SQLite database and the sandbox keyring [env CARDKEEP_DATA_DIR; "
     "default ./var].",
 )
 database_url_option = click.option(
