@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -262,3 +263,32 @@ def test_cards_sealed_under_the_legacy_key_charge_after_upgrade_and_move_to_deks
         merchant = Merchant(server, key)
         assert [charge(merchant, si) for si in sis[1:]] == ["Successful", "Successful"]
         merchant.close()
+
+
+def test_sighup_reads_the_keyring_again_in_every_worker(tmp_path: Path) -> None:
+    path, k1, k2 = keyring(tmp_path)
+    env = {"CARDKEEP_KEYRING": str(path)}
+    with run_server(tmp_path / "data", env=env, workers=2) as server:
+        first = Merchant(server, server.create_account("first"))
+        first.authorized_si()
+        # Rewritten in place, same size, same inode, same modification time: nothing for the
+        # workers' once-a-second look to notice; only the signal tells them.
+        before = path.stat()
+        with path.open("r+") as fh:
+            fh.write(Keyring("kek-2", {"kek-1": k1, "kek-2": k2}).to_json())
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = path.stat()
+        assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+        server.proc.send_signal(signal.SIGHUP)
+        made = cli(server, "accounts", "create", "second", env=env)
+        assert made.returncode == 0, made.stderr
+        second = Merchant(server, made.stdout.strip())
+        deadline = time.monotonic() + 10
+        while server.log_text().count('"keyring_loaded"') < 2:  # both workers
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.05)
+        second.authorized_si()
+        assert sorted(kek for kek, _ in deks(server).values()) == ["kek-1", "kek-2"]
+        assert server.proc.poll() is None  # SIGHUP stops nothing
+        for m in (first, second):
+            m.close()
