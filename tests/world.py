@@ -23,7 +23,7 @@ from cardkeep.cde.acquirers.base import Acquirer
 from cardkeep.cde.acquirers.ledger import StorageLedger
 from cardkeep.cde.acquirers.sandbox import SandboxAcquirer
 from cardkeep.cde.intake import CardInput
-from cardkeep.cde.keys import VaultKey
+from cardkeep.cde.keys import Keyring, KeyringSource
 from cardkeep.cde.pan import CardNumber, Cvv
 from cardkeep.cde.vault import Vault
 from cardkeep.config import Settings
@@ -112,6 +112,7 @@ class World:
         charger: Charger | None = None,
         recovery_after: float = 0.0,
         settings: Settings | None = None,
+        keyring: KeyringSource | None = None,
     ) -> None:
         self.settings = settings or Settings(
             data_dir=Path("/nonexistent"),  # everything is passed in: nothing is read from disk
@@ -121,7 +122,9 @@ class World:
         self.storage = MemoryStorage()
         self.clock = FixedClock()
         self.acquirer = acquirer or SandboxAcquirer(StorageLedger(self.storage, self.clock))
-        self.vault = Vault(VaultKey("k1", os.urandom(32)))
+        # The vault's keyring, in memory: one KEK, current.
+        self.keyring = keyring or KeyringSource(Keyring("kek-1", {"kek-1": os.urandom(32)}))
+        self.vault = Vault(self.keyring, self.storage)
         # The Idempotency-Key seal's, kept outside any database.
         self.idempotency_secret = secret = os.urandom(32)
         self.webhook_seams = WebhookSeams(secret=os.urandom(32), resolver=self.resolve)

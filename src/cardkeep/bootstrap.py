@@ -33,8 +33,14 @@ from cardkeep.cde.app import create_pci_app
 from cardkeep.cde.charger import VaultCharger
 from cardkeep.cde.fingerprint import CardFingerprints
 from cardkeep.cde.intake import CardIntake
-from cardkeep.cde.keys import VaultKeyError, load_key
-from cardkeep.cde.vault import Vault
+from cardkeep.cde.keys import (
+    KEYRING_FILE,
+    KeyringSource,
+    VaultKeyError,
+    generate_keyring_file,
+    load_legacy_key,
+)
+from cardkeep.cde.vault import DEK_PREFIX, Vault
 from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
 from cardkeep.domain.errors import Unauthorized
@@ -264,13 +270,84 @@ def fingerprints(settings: Settings, key: bytes | None = None) -> CardFingerprin
     return CardFingerprints(_outside_db(key, path, "CARDKEEP_FINGERPRINT_KEY", env))
 
 
-def _check_vault_key(storage: Storage, vault: Vault) -> None:
+def _has_prod_account(storage: Storage) -> bool:
     with storage.transaction(write=False) as uow:
-        missing = vault_store.key_ids(uow) - {vault.key_id}
+        return any(account.mode is Mode.PROD for account in uow.accounts.list())
+
+
+def keyring_source(settings: Settings, storage: Storage) -> KeyringSource:
+    """The vault's keyring: ``CARDKEEP_KEYRING_JSON``, the file ``CARDKEEP_KEYRING`` names, or
+    ``<data dir>/keyring.json``, generated on first use while the database holds no prod account
+    (``serve`` warns that it sits beside the data, and refuses it once a prod account exists:
+    ``check_prod_keyring``)."""
+    if settings.keyring_json:
+        return KeyringSource.inline(settings.keyring_json)
+    if settings.keyring is not None:
+        return KeyringSource.file(settings.keyring)
+    path = settings.data_dir / KEYRING_FILE
+    if not path.exists():
+        if _has_prod_account(storage):
+            raise VaultKeyError(NO_KEYRING)
+        generate_keyring_file(path, f"kek-{datetime.now(UTC):%Y-%m}")
+    return KeyringSource.file(path)
+
+
+NO_KEYRING = (
+    "the database holds a prod account: configure the vault's keyring outside the data "
+    "directory (CARDKEEP_KEYRING=FILE, mode 0600, or CARDKEEP_KEYRING_JSON)"
+)
+
+
+def check_prod_keyring(settings: Settings, storage: Storage) -> None:
+    """``serve``'s rules when the database holds a prod account: a configured keyring, and a
+    keyring file outside the data directory that only its owner can read."""
+    if not _has_prod_account(storage):
+        return
+    if settings.keyring_json:
+        return
+    if settings.keyring is None:
+        raise VaultKeyError(NO_KEYRING)
+    path = settings.keyring.resolve()
+    if path.is_relative_to(settings.data_dir.resolve()):
+        raise VaultKeyError(
+            f"the keyring {settings.keyring} is inside the data directory: with a prod account "
+            "in the database, keep it elsewhere (CARDKEEP_KEYRING)"
+        )
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise VaultKeyError(f"cannot read the keyring {settings.keyring}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise VaultKeyError(
+            f"the keyring {settings.keyring} is readable by group or others (mode "
+            f"{mode & 0o777:04o}): chmod 600 it"
+        )
+
+
+def vault_for(settings: Settings, storage: Storage) -> Vault:
+    """The vault over ``storage``: the keyring, and the legacy key when one is present."""
+    legacy = load_legacy_key(settings.data_dir, env_value=settings.vault_key)
+    return Vault(keyring_source(settings, storage), storage, legacy)
+
+
+def _check_vault_key(storage: Storage, vault: Vault) -> None:
+    """Refuse to start when stored cards need a key that is not loaded: a legacy key other than
+    the one loaded, or data-encryption keys wrapped under KEKs the keyring does not hold."""
+    with storage.transaction(write=False) as uow:
+        key_ids = vault_store.key_ids(uow)
+        keks = set(vault_store.rows(uow).kek_counts())
+    legacy = {k for k in key_ids if not k.startswith(DEK_PREFIX)} - {vault.legacy_key_id}
+    if legacy:
+        raise VaultKeyError(
+            f"stored cards were sealed under vault keys {sorted(legacy)}, but the loaded legacy "
+            f"key is {vault.legacy_key_id or 'none'}: start with the vault.key (or "
+            "CARDKEEP_VAULT_KEY) the cards were stored under"
+        )
+    missing = keks - set(vault.keyring.get().keys)
     if missing:
         raise VaultKeyError(
-            f"stored cards were sealed under vault keys {sorted(missing)}, but the loaded key is "
-            f"{vault.key_id}: start with the key the cards were stored under"
+            f"stored data-encryption keys are wrapped under KEKs {sorted(missing)}, which the "
+            "keyring does not hold: start with the keyring they were wrapped under"
         )
 
 
@@ -293,7 +370,7 @@ def build_pci(
         owner.closers.append(storage)
     try:
         if vault is None:
-            vault = Vault(load_key(settings.data_dir, env_value=settings.vault_key))
+            vault = vault_for(settings, storage)
         _check_vault_key(storage, vault)
         cards = fingerprints(settings, fingerprint_secret)
     except BaseException:

@@ -1,10 +1,12 @@
-"""The ``cardkeep`` command: serve, migrate, sweep, purge, accounts, webhooks, audit."""
+"""The ``cardkeep`` command: serve, migrate, sweep, purge, accounts, webhooks, audit, keys."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +16,9 @@ from cardkeep.domain.account import Mode
 from cardkeep.domain.audit import AuditEntry
 from cardkeep.domain.errors import DomainError
 from cardkeep.domain.timefmt import iso
+
+if TYPE_CHECKING:
+    from cardkeep.cde.rotation import Rotation
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -28,7 +33,7 @@ def _settings(**overrides: Any) -> Settings:
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the SQLite database and the sandbox vault key [env CARDKEEP_DATA_DIR; "
+    help="Directory for the SQLite database and the sandbox keyring [env CARDKEEP_DATA_DIR; "
     "default ./var].",
 )
 database_url_option = click.option(
@@ -92,6 +97,7 @@ def serve(
     applied = migrate(settings)
     if applied:
         click.echo(f"applied migrations {applied}", err=True)
+    _check_keyring(settings)
     with Runtime.open(settings) as runtime:  # refuses a bad vault key before anything is bound
         key = ensure_sandbox_account(settings, runtime.services) if sandbox_account else None
     try:
@@ -111,6 +117,25 @@ def serve(
         lines.append(f"  sandbox key:  {key}")
     click.echo("\n".join([*lines, ""]), err=True)
     run(settings, sockets)
+
+
+def _check_keyring(settings: Settings) -> None:
+    """``serve`` with a prod account in the database refuses a keyring that is missing, inside
+    the data directory or readable by others; without a configured one it warns that the
+    generated sandbox keyring sits beside the data."""
+    from cardkeep.bootstrap import check_prod_keyring, storage_for
+
+    storage = storage_for(settings)
+    try:
+        check_prod_keyring(settings, storage)
+    finally:
+        storage.close()
+    if settings.keyring is None and not settings.keyring_json:
+        click.echo(
+            f"warning: no CARDKEEP_KEYRING configured: the vault's keyring is "
+            f"{settings.data_dir / 'keyring.json'}, beside the data (sandbox only)",
+            err=True,
+        )
 
 
 @main.command()
@@ -484,3 +509,103 @@ def audit_tail(
                 entries = log.after(cursor or 0, account_id)
         except KeyboardInterrupt:
             return
+
+
+@main.group()
+def keys() -> None:
+    """The vault's keys: KEKs in the keyring, data-encryption keys in the database."""
+
+
+@contextlib.contextmanager
+def _rotation(
+    data_dir: Path | None, database_url: str | None, batch: int = 100
+) -> Iterator[Rotation]:
+    from cardkeep.bootstrap import storage_for, vault_for
+    from cardkeep.cde.keys import KEY_FILE
+    from cardkeep.cde.rotation import Rotation
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    storage = storage_for(settings)
+    try:
+        yield Rotation(
+            storage,
+            vault_for(settings, storage),
+            legacy_file=settings.data_dir / KEY_FILE,
+            batch=batch,
+            pause=settings.rotation_pause,
+            progress=lambda line: click.echo(line, err=True),
+        )
+    finally:
+        storage.close()
+
+
+@keys.command("list")
+@data_dir_option
+@database_url_option
+def keys_list(data_dir: Path | None, database_url: str | None) -> None:
+    """One line per key: id, type (kek, dek, legacy), status, and how many DEKs or cards use it.
+    A DEK's status names its account and the KEK it is wrapped under. Never a key itself."""
+    with _rotation(data_dir, database_url) as rotation:
+        for use in rotation.list():
+            click.echo("\t".join((use.key_id, use.kind, use.status, use.used_by)))
+
+
+@keys.command("rotate")
+@click.option(
+    "--kek", "kek_id", help="Make this keyring KEK current and rewrap every DEK under it."
+)
+@click.option("--deks", is_flag=True, help="Give every account a new DEK; re-seal its cards.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    show_default=True,
+    help="Keys or cards per transaction.",
+)
+@data_dir_option
+@database_url_option
+def keys_rotate(
+    kek_id: str | None,
+    deks: bool,
+    batch: int,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Rotate the vault's keys online, in batches (each its own transaction), while the service
+    serves and charges; run it again to finish after a crash. CARDKEEP_ROTATION_PAUSE seconds
+    are waited between batches."""
+    if (kek_id is None) == (not deks):
+        raise click.UsageError("give exactly one of --kek NEW_ID and --deks")
+    with _rotation(data_dir, database_url, batch) as rotation:
+        if kek_id is not None:
+            report = rotation.rotate_kek(kek_id)
+            click.echo(f"rewrapped {report.keys_rewrapped} data-encryption keys under {kek_id}")
+            if not report.made_current:
+                click.echo(
+                    f"make {kek_id} current in CARDKEEP_KEYRING_JSON and restart (or SIGHUP) "
+                    "every process, then run this again",
+                    err=True,
+                )
+            return
+        report = rotation.rotate_deks()
+    click.echo(
+        f"new data-encryption keys: {report.deks_made}, cards re-sealed: "
+        f"{report.cards_resealed}, skipped (changed meanwhile): {report.cards_skipped}, "
+        f"retired keys: {report.deks_retired}"
+    )
+    if report.cards_unreadable:
+        raise click.ClickException(
+            f"{report.cards_unreadable} cards could not be opened with the loaded keys and stay "
+            "where they are"
+        )
+
+
+@keys.command("retire")
+@click.argument("key_id")
+@data_dir_option
+@database_url_option
+def keys_retire(key_id: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Retire a KEK (removed from the keyring file), a DEK (its wrapped key deleted) or the
+    legacy vault key (vault.key deleted); refused while anything still uses it."""
+    with _rotation(data_dir, database_url) as rotation:
+        click.echo(rotation.retire(key_id))

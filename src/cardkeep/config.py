@@ -17,7 +17,13 @@ ALL_SCHEMES = frozenset({*DEFAULT_SCHEMES, "AMEX"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-_SECRET_FIELDS = ("vault_key", "idempotency_key", "webhook_key", "fingerprint_key")
+_SECRET_FIELDS = (
+    "vault_key",
+    "keyring_json",
+    "idempotency_key",
+    "webhook_key",
+    "fingerprint_key",
+)
 
 
 class SettingsError(ValueError):
@@ -53,7 +59,14 @@ class Settings:
     workers: int = 1
     currencies: frozenset[str] = frozenset({"GBP", "EUR"})
     card_schemes: tuple[str, ...] = DEFAULT_SCHEMES
+    # The vault's keyring (key-encryption keys): a file (CARDKEEP_KEYRING) or the same JSON inline
+    # (CARDKEEP_KEYRING_JSON); without either, ``<data dir>/keyring.json`` (sandbox only). The
+    # legacy single vault key (``vault.key``, CARDKEEP_VAULT_KEY) opens cards sealed before
+    # envelope encryption. Seconds to wait between the batches of a key rotation.
+    keyring: Path | None = None
+    keyring_json: str | None = field(default=None, repr=False)
     vault_key: str | None = field(default=None, repr=False)
+    rotation_pause: float = 0.0
     idempotency_key: str | None = field(default=None, repr=False)
     allow_prod_on_sandbox_acquirer: bool = False
     sweep_interval: float = 5.0
@@ -188,6 +201,20 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         changes["card_schemes"] = tuple(schemes)
     if env.get("CARDKEEP_VAULT_KEY"):
         changes["vault_key"] = env["CARDKEEP_VAULT_KEY"]
+    if env.get("CARDKEEP_KEYRING"):
+        changes["keyring"] = Path(env["CARDKEEP_KEYRING"])
+    if env.get("CARDKEEP_KEYRING_JSON"):
+        changes["keyring_json"] = env["CARDKEEP_KEYRING_JSON"]
+        if "keyring" in changes:
+            raise SettingsError("set CARDKEEP_KEYRING or CARDKEEP_KEYRING_JSON, not both")
+    raw_pause = env.get("CARDKEEP_ROTATION_PAUSE")
+    if raw_pause is not None:
+        try:
+            changes["rotation_pause"] = float(raw_pause)
+        except ValueError as exc:
+            raise SettingsError("CARDKEEP_ROTATION_PAUSE must be a number of seconds") from exc
+        if not 0 <= changes["rotation_pause"] <= 3600:
+            raise SettingsError("CARDKEEP_ROTATION_PAUSE must be from 0 to 3600 seconds")
     if env.get("CARDKEEP_IDEMPOTENCY_KEY"):
         changes["idempotency_key"] = env["CARDKEEP_IDEMPOTENCY_KEY"]
     if env.get("CARDKEEP_WEBHOOK_KEY"):

@@ -143,6 +143,14 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event, request_stop: Any)
 
 async def _serve(settings: Settings, sockets: list[socket.socket], parent_pid: int | None) -> None:
     runtime = Runtime.open(settings)
+    keyring = runtime.pci.vault.keyring
+    if settings.keyring is None and not settings.keyring_json:
+        log.warning(
+            "keyring_beside_data",
+            path=str(keyring.path),
+            detail="no CARDKEEP_KEYRING configured: the vault's keyring sits beside the data "
+            "(sandbox only; a prod account needs a keyring kept elsewhere)",
+        )
     limits = Limits(
         header_timeout=settings.header_timeout,
         keep_alive_timeout=settings.keep_alive_timeout,
@@ -171,6 +179,7 @@ async def _serve(settings: Settings, sockets: list[socket.socket], parent_pid: i
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, request_stop)
+    loop.add_signal_handler(signal.SIGHUP, keyring.reload)  # the keyring file, read again
     tasks = [server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True)]
     tasks.append(_sweep_forever(settings, runtime, stop))
     tasks.append(dispatch_forever(settings, runtime.storage, stop, runtime.services.heartbeats))

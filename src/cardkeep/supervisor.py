@@ -110,9 +110,17 @@ class Supervisor:
                     pid=slot.process.pid if slot.process else None,
                 )
 
+    def _forward_hup(self, signum: int, frame: object) -> None:
+        """SIGHUP: each worker reads the vault's keyring again."""
+        for slot in self._slots:
+            if slot.process is not None and slot.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.process.pid, signal.SIGHUP)
+
     def run(self) -> None:
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGHUP, self._forward_hup)
         for slot in self._slots:
             self._start(slot)
         while not self._stopping:

@@ -92,7 +92,7 @@ def test_start_up_failures_are_one_clear_line(tmp_path: Path) -> None:
     assert "CARDKEEP_LOG_LEVEL must be one of" in r.stderr
 
 
-def test_serve_refuses_a_vault_key_the_stored_cards_were_not_sealed_under(tmp_path: Path) -> None:
+def test_serve_refuses_a_keyring_the_stored_keys_were_not_wrapped_under(tmp_path: Path) -> None:
     import base64
 
     with run_server(tmp_path) as server:
@@ -110,19 +110,48 @@ def test_serve_refuses_a_vault_key_the_stored_cards_were_not_sealed_under(tmp_pa
             ]
             == "Authorized"
         )
-    (tmp_path / "vault.key").unlink()
+    assert "keyring_beside_data" in server.log_text()
+    assert not (tmp_path / "vault.key").exists()  # no legacy key is made any more
     other = base64.b64encode(os.urandom(32)).decode()
-    env = {"CARDKEEP_VAULT_KEY": other}
-    r = cardkeep(
-        "serve", "--data-dir", str(tmp_path), "--api-port", "0", "--pci-port", "0", env=env
-    )
+    keyring = tmp_path / "keyring.json"
+    keyring.write_text(f'{{"current": "kek-other", "keys": {{"kek-other": "{other}"}}}}')
+    r = cardkeep("serve", "--data-dir", str(tmp_path), "--api-port", "0", "--pci-port", "0")
     assert r.returncode == 1
-    assert "stored cards were sealed under vault keys" in r.stderr
+    assert "stored data-encryption keys are wrapped under KEKs" in r.stderr
+    assert other not in r.stderr
     assert "Traceback" not in r.stderr
-    env["CARDKEEP_VAULT_KEY"] = "not base64!"
+    env = {"CARDKEEP_VAULT_KEY": "not base64!"}
     r = cardkeep("sweep", "--data-dir", str(tmp_path), env=env)
     assert r.returncode == 1
     assert "CARDKEEP_VAULT_KEY is not base64" in r.stderr
+
+
+def test_serve_with_a_prod_account_needs_a_keyring_kept_apart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    made = cardkeep("accounts", "create", "Platform", "--mode", "prod", "--data-dir", str(data))
+    assert made.returncode == 0, made.stderr
+    args = ("serve", "--data-dir", str(data), "--api-port", "0", "--pci-port", "0")
+
+    def refused(env: dict[str, str], expected: str) -> None:
+        r = cardkeep(*args, env=env)
+        assert r.returncode == 1, r.stderr
+        errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1, r.stderr
+        assert expected in errors[0], r.stderr
+        assert "Traceback" not in r.stderr
+
+    refused({}, "the database holds a prod account: configure the vault's keyring")
+    beside = data / "keyring.json"  # the one generated while the database had no prod account
+    refused({"CARDKEEP_KEYRING": str(beside)}, "is inside the data directory")
+    apart = tmp_path / "keys" / "keyring.json"
+    apart.parent.mkdir()
+    apart.write_bytes(beside.read_bytes())
+    apart.chmod(0o644)
+    refused({"CARDKEEP_KEYRING": str(apart)}, "is readable by group or others (mode 0644)")
+    apart.chmod(0o600)
+    with run_server(data, env={"CARDKEEP_KEYRING": str(apart)}) as server:
+        assert httpx.get(f"{server.api_url}/health").status_code == 200
+    assert "keyring_beside_data" not in server.log_text()
 
 
 def test_help_of_every_command_exits_0() -> None:
@@ -142,6 +171,10 @@ def test_help_of_every_command_exits_0() -> None:
         ["webhooks", "dispatch"],
         ["webhooks", "replay"],
         ["webhooks", "tail"],
+        ["keys"],
+        ["keys", "list"],
+        ["keys", "rotate"],
+        ["keys", "retire"],
     ):
         r = cardkeep(*command, "--help")
         assert r.returncode == 0, (command, r.stderr)

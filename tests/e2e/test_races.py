@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -184,7 +185,10 @@ def test_concurrent_charges_move_money_once(two_workers: Server) -> None:
 def test_two_instances_on_one_postgres_database_move_money_once(tmp_path: Path) -> None:
     keys = {
         **PATIENT,
-        "CARDKEEP_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+        # The vault's keyring, shared by both instances (as the README says they must).
+        "CARDKEEP_KEYRING_JSON": json.dumps(
+            {"current": "kek-1", "keys": {"kek-1": base64.b64encode(os.urandom(32)).decode()}}
+        ),
         "CARDKEEP_IDEMPOTENCY_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
     with (

@@ -101,7 +101,8 @@ def test_a_pci_create_records_exactly_one_created_event_with_the_final_status(
 
 def test_build_api_alone_charges_through_an_in_process_charger(tmp_path: Path) -> None:
     """Without a charger, the API side builds the PCI side's in this process (one-process mode):
-    the vault key comes from the data directory, as ``serve`` does it."""
+    the vault's keyring comes from the data directory (generated, sandbox), as ``serve`` does it;
+    no legacy ``vault.key`` is made any more."""
     settings = Settings(data_dir=tmp_path)
     storage = MemoryStorage()
     pci = build_pci(settings, storage=storage)
@@ -114,6 +115,7 @@ def test_build_api_alone_charges_through_an_in_process_charger(tmp_path: Path) -
         account, NewPaymentIntent(Money(1000, "GBP"), "fee", setup_intent_id=si.id)
     )
     assert api.services.payment_intents.charge(account, pi.id).status == "Successful"
-    assert (tmp_path / "vault.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "keyring.json").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "vault.key").exists()
     api.close()
     pci.close()

@@ -11,7 +11,7 @@ import pytest
 from cardkeep.bootstrap import build_api
 from cardkeep.cde.charger import VaultCharger
 from cardkeep.cde.intake import CardInput
-from cardkeep.cde.keys import VaultKey
+from cardkeep.cde.keys import Keyring, KeyringSource
 from cardkeep.cde.pan import CardNumber, Cvv
 from cardkeep.cde.vault import Vault
 from cardkeep.domain import setup_intent as sim
@@ -240,7 +240,8 @@ def test_prod_accounts_are_refused_by_the_sandbox_acquirer(world: World) -> None
 def test_a_card_the_loaded_key_cannot_open_fails_the_charge_and_releases_it(world: World) -> None:
     si_id = world.authorized()
     pi_id = world.pi(si_id)
-    other_vault = Vault(VaultKey("k2", os.urandom(32)))
+    other_keyring = KeyringSource(Keyring("kek-2", {"kek-2": os.urandom(32)}))
+    other_vault = Vault(other_keyring, world.storage)  # its DEK is wrapped under kek-1
     charger = VaultCharger(world.storage, other_vault, world.acquirer)
     api = build_api(
         world.settings,

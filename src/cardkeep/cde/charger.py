@@ -13,6 +13,7 @@ from cardkeep.cde.acquirers.base import Acquirer, MitCharge
 from cardkeep.cde.pan import CardNumber
 from cardkeep.cde.refunder import AcquirerRefunder
 from cardkeep.cde.vault import Vault, VaultError
+from cardkeep.cde.vault_store import SealedCard
 from cardkeep.logs import get_logger
 from cardkeep.service.ports import (
     ChargeOutcome,
@@ -35,17 +36,32 @@ class VaultCharger:
         self._acquirer = acquirer
         self._refunder = AcquirerRefunder(acquirer)
 
-    def _open(self, request: ChargeRequest) -> CardNumber | str:
-        """The card, or why it cannot be opened."""
+    def _read(self, request: ChargeRequest) -> SealedCard | None:
         with self._storage.transaction(write=False) as uow:
             sealed = vault_store.get(uow, request.token)
         if sealed is None or sealed.account_id != request.account_id:
+            return None
+        return sealed
+
+    def _open(self, request: ChargeRequest) -> CardNumber | str:
+        """The card, or why it cannot be opened. A card re-sealed by a rotation between the read
+        and the opening (its old key retired meanwhile) is read once more."""
+        sealed = self._read(request)
+        if sealed is None:
             return NOT_ON_FILE
+        reason = ""
         try:
             return self._vault.open(sealed)
         except VaultError as exc:
-            log.error("vault_open_failed", token=request.token, reason=str(exc))
-            return UNREADABLE
+            reason = str(exc)
+        again = self._read(request)
+        if again is not None and again.key_id != sealed.key_id:
+            try:
+                return self._vault.open(again)
+            except VaultError as exc:
+                reason = str(exc)
+        log.error("vault_open_failed", token=request.token, reason=reason)
+        return UNREADABLE
 
     def _mit(self, request: ChargeRequest, pan: CardNumber) -> MitCharge:
         return MitCharge(

@@ -1,5 +1,5 @@
-"""Card intake: verify the card with the acquirer (CVV in memory only), seal the PAN, and hand the
-service a masked card record plus the step that stores the sealed card in its transaction.
+"""Card intake: verify the card with the acquirer (CVV in memory only), and hand the service a
+masked card record plus the step that seals the PAN and stores it in its transaction.
 
 The CVV object lives for the duration of ``create`` and is never stored, logged or serialised
 (``Cvv`` refuses to be pickled). A card past its expiry month is not sent to the acquirer.
@@ -14,7 +14,7 @@ from cardkeep.cde import vault_store
 from cardkeep.cde.acquirers.base import Acquirer, AcquirerRefused
 from cardkeep.cde.fingerprint import CardFingerprints
 from cardkeep.cde.pan import CardNumber, Cvv
-from cardkeep.cde.vault import SealedCard, Vault
+from cardkeep.cde.vault import Vault
 from cardkeep.domain.account import Account
 from cardkeep.domain.attempts import AttemptType, AuthAttempt
 from cardkeep.domain.card import CardOnFile, Expiry
@@ -46,12 +46,17 @@ class CardInput:
 
 @dataclass(frozen=True)
 class _Keep:
-    """Stores one sealed card inside the setup intent's transaction."""
+    """Seals and stores one card inside the setup intent's transaction, under the account's
+    current data-encryption key as that transaction reads (and holds) it."""
 
-    sealed: SealedCard
+    vault: Vault
+    account_id: str
+    token: str
+    pan: CardNumber
+    now: datetime
 
     def __call__(self, uow: UnitOfWork) -> None:
-        vault_store.put(uow, self.sealed)
+        vault_store.put(uow, self.vault.seal(uow, self.account_id, self.token, self.pan, self.now))
 
 
 class CardIntake:
@@ -148,11 +153,12 @@ class CardIntake:
         on_file = replace(on_file, funding_type=found.funding_type)
         if not found.approved:
             return CardDeclined(self._attempt(now, declined, found.message, None, on_file))
-        sealed = self._vault.seal(account.id, card.pan, now)
+        token = self._vault.new_token()
+        self._vault.ensure_dek(account.id, now)
         kept = replace(
             on_file,
-            vault_token=sealed.token,
+            vault_token=token,
             network_transaction_id=found.network_transaction_id,
         )
         attempt = self._attempt(now, AttemptType.AUTHORIZED, found.message, found.auth_code, kept)
-        return CardApproved(kept, attempt, _Keep(sealed))
+        return CardApproved(kept, attempt, _Keep(self._vault, account.id, token, card.pan, now))

@@ -33,6 +33,9 @@ from cardkeep.service.ports import (
 
 # token, account id, key id, nonce, ciphertext, created at: opaque to storage.
 VaultRow = tuple[str, str, str, bytes, bytes, datetime]
+# id, account id, KEK id, wrapped key, status, created at: opaque to storage.
+DekRow = tuple[str, str, str, bytes, str, datetime]
+_CURRENT, _PREVIOUS, _RETIRED = "current", "previous", "retired"
 # idempotency key, result, message, auth code, network transaction id, created at, amount (minor
 # units), capture key (what a refund or reversal returns money from), kind (charge/refund/reversal)
 LedgerRow = tuple[
@@ -58,6 +61,7 @@ class _Tables:
     refunds: dict[str, Refund] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)  # in append order; seq = index + 1
     card_attempts: dict[str, CardAttempt] = field(default_factory=dict)
+    deks: dict[str, DekRow] = field(default_factory=dict)
 
     def copy(self) -> _Tables:
         return _Tables(
@@ -76,6 +80,7 @@ class _Tables:
             dict(self.refunds),
             list(self.audit),
             dict(self.card_attempts),
+            dict(self.deks),
         )
 
 
@@ -314,6 +319,93 @@ class _Vault:
 
     def key_ids(self) -> set[str]:
         return {row[2] for row in self._t.vault.values()}
+
+    def card_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self._t.vault.values():
+            counts[row[2]] = counts.get(row[2], 0) + 1
+        return counts
+
+    def cards_not_under(
+        self, account_id: str, key_id: str, after: str, limit: int
+    ) -> list[VaultRow]:
+        rows = sorted(
+            row
+            for row in self._t.vault.values()
+            if row[1] == account_id and row[2] != key_id and row[0] > after
+        )
+        return rows[:limit]
+
+    def reseal(self, token: str, old_key_id: str, row: VaultRow) -> bool:
+        held = self._t.vault.get(token)
+        if held is None or held[2] != old_key_id:
+            return False
+        self._t.vault[token] = (token, held[1], row[2], row[3], row[4], held[5])
+        return True
+
+    def kek_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self._t.deks.values():
+            counts[row[2]] = counts.get(row[2], 0) + 1
+        return counts
+
+    def dek_add(self, row: DekRow) -> None:
+        dek_id, account_id, status = row[0], row[1], row[4]
+        clash = status == _CURRENT and self.dek_current(account_id, lock=False) is not None
+        if dek_id in self._t.deks or account_id not in self._t.accounts or clash:
+            raise Conflict("The change conflicts with a record already stored.")
+        self._t.deks[dek_id] = row
+
+    def dek_get(self, dek_id: str) -> DekRow | None:
+        return self._t.deks.get(dek_id)
+
+    def dek_current(self, account_id: str, *, lock: bool) -> DekRow | None:
+        for row in self._t.deks.values():
+            if row[1] == account_id and row[4] == _CURRENT:
+                return row
+        return None
+
+    def dek_replace_current(self, account_id: str, row: DekRow) -> None:
+        for dek_id, held in list(self._t.deks.items()):
+            if held[1] == account_id and held[4] == _CURRENT:
+                self._t.deks[dek_id] = (*held[:4], _PREVIOUS, held[5])
+        self.dek_add(row)
+
+    def deks(self, after: str, limit: int) -> list[DekRow]:
+        return sorted(row for row in self._t.deks.values() if row[0] > after)[:limit]
+
+    def deks_not_under(self, kek_id: str, after: str, limit: int) -> list[DekRow]:
+        rows = (row for row in self._t.deks.values() if row[2] != kek_id and row[0] > after)
+        return sorted(rows)[:limit]
+
+    def dek_rewrap(self, dek_id: str, old_kek_id: str, kek_id: str, wrapped: bytes) -> bool:
+        held = self._t.deks.get(dek_id)
+        if held is None or held[2] != old_kek_id:
+            return False
+        self._t.deks[dek_id] = (held[0], held[1], kek_id, wrapped, held[4], held[5])
+        return True
+
+    def _used(self, dek_id: str) -> bool:
+        return any(row[2] == dek_id for row in self._t.vault.values())
+
+    def dek_retire_unused(self, account_id: str) -> list[str]:
+        retired = []
+        for dek_id, held in list(self._t.deks.items()):
+            if held[1] == account_id and held[4] == _PREVIOUS and not self._used(dek_id):
+                self._t.deks[dek_id] = (*held[:4], _RETIRED, held[5])
+                retired.append(dek_id)
+        return sorted(retired)
+
+    def dek_delete_unused(self, dek_id: str) -> bool:
+        held = self._t.deks.get(dek_id)
+        if held is None or held[4] == _CURRENT or self._used(dek_id):
+            return False
+        del self._t.deks[dek_id]
+        return True
+
+    def dek_accounts(self, after: str, limit: int) -> list[str]:
+        ids = {row[1] for row in self._t.deks.values()} | {r[1] for r in self._t.vault.values()}
+        return sorted(i for i in ids if i > after)[:limit]
 
 
 class _SandboxLedger:

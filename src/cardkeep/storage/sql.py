@@ -42,6 +42,10 @@ from cardkeep.storage.codec import from_micros, micros
 
 # token, account id, key id, nonce, ciphertext, created at: opaque to storage.
 VaultRow = tuple[str, str, str, bytes, bytes, datetime]
+# id, account id, KEK id, wrapped key, status, created at: opaque to storage.
+DekRow = tuple[str, str, str, bytes, str, datetime]
+# The statuses of a data-encryption key (cde/vault_store.DekStatus).
+_CURRENT, _PREVIOUS, _RETIRED = "current", "previous", "retired"
 # idempotency key, result, message, auth code, network transaction id, created at, amount (minor
 # units), capture key (what a refund or reversal returns money from), kind (charge/refund/reversal)
 LedgerRow = tuple[
@@ -402,6 +406,129 @@ class Vault:
     def key_ids(self) -> set[str]:
         rows = self._db.execute("SELECT DISTINCT key_id FROM vault_cards").fetchall()
         return {row[0] for row in rows}
+
+    # The rotation of vault keys (cde/rotation.py): cards by account and key, re-sealed only if
+    # still under the key they were read under; wrapped data-encryption keys (``vault_deks``).
+
+    _CARD_COLS = "token, account_id, key_id, nonce, ciphertext, created_at_us"
+    _DEK_COLS = "id, account_id, kek_id, wrapped, status, created_at_us"
+
+    @staticmethod
+    def _card(row: Sequence[Any]) -> VaultRow:
+        return (row[0], row[1], row[2], bytes(row[3]), bytes(row[4]), from_micros(row[5]))
+
+    @staticmethod
+    def _dek(row: Sequence[Any]) -> DekRow:
+        return (row[0], row[1], row[2], bytes(row[3]), row[4], from_micros(row[5]))
+
+    def card_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT key_id, COUNT(*) FROM vault_cards GROUP BY key_id")
+        return {row[0]: int(row[1]) for row in rows.fetchall()}
+
+    def cards_not_under(
+        self, account_id: str, key_id: str, after: str, limit: int
+    ) -> list[VaultRow]:
+        rows = self._db.execute(
+            f"SELECT {self._CARD_COLS} FROM vault_cards WHERE account_id = ?"  # noqa: S608
+            " AND key_id <> ? AND token > ? ORDER BY token LIMIT ?",
+            (account_id, key_id, after, limit),
+        ).fetchall()
+        return [self._card(row) for row in rows]
+
+    def reseal(self, token: str, old_key_id: str, row: VaultRow) -> bool:
+        found = self._db.execute(
+            "UPDATE vault_cards SET key_id = ?, nonce = ?, ciphertext = ?"
+            " WHERE token = ? AND key_id = ? RETURNING token",
+            (row[2], row[3], row[4], token, old_key_id),
+        ).fetchone()
+        return found is not None
+
+    def kek_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT kek_id, COUNT(*) FROM vault_deks GROUP BY kek_id")
+        return {row[0]: int(row[1]) for row in rows.fetchall()}
+
+    def dek_add(self, row: DekRow) -> None:
+        self._db.execute(
+            f"INSERT INTO vault_deks ({self._DEK_COLS}) VALUES (?,?,?,?,?,?)",  # noqa: S608
+            (*row[:5], micros(row[5])),
+        )
+
+    def dek_get(self, dek_id: str) -> DekRow | None:
+        if not _storable(dek_id):
+            return None
+        row = self._db.execute(
+            f"SELECT {self._DEK_COLS} FROM vault_deks WHERE id = ?",  # noqa: S608
+            (dek_id,),
+        ).fetchone()
+        return None if row is None else self._dek(row)
+
+    def dek_current(self, account_id: str, *, lock: bool) -> DekRow | None:
+        # A shared lock where the engine has row locks (PostgreSQL: ``lock_wait`` is FOR UPDATE
+        # there, empty on SQLite, whose write transactions are serialised).
+        share = " FOR SHARE" if lock and self._db.lock_wait else ""
+        row = self._db.execute(
+            f"SELECT {self._DEK_COLS} FROM vault_deks"  # noqa: S608
+            f" WHERE account_id = ? AND status = ?{share}",
+            (account_id, _CURRENT),
+        ).fetchone()
+        return None if row is None else self._dek(row)
+
+    def dek_replace_current(self, account_id: str, row: DekRow) -> None:
+        self._db.execute(
+            "UPDATE vault_deks SET status = ? WHERE account_id = ? AND status = ?",
+            (_PREVIOUS, account_id, _CURRENT),
+        )
+        self.dek_add(row)
+
+    def deks(self, after: str, limit: int) -> list[DekRow]:
+        rows = self._db.execute(
+            f"SELECT {self._DEK_COLS} FROM vault_deks WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608
+            (after, limit),
+        ).fetchall()
+        return [self._dek(row) for row in rows]
+
+    def deks_not_under(self, kek_id: str, after: str, limit: int) -> list[DekRow]:
+        rows = self._db.execute(
+            f"SELECT {self._DEK_COLS} FROM vault_deks"  # noqa: S608
+            " WHERE kek_id <> ? AND id > ? ORDER BY id LIMIT ?",
+            (kek_id, after, limit),
+        ).fetchall()
+        return [self._dek(row) for row in rows]
+
+    def dek_rewrap(self, dek_id: str, old_kek_id: str, kek_id: str, wrapped: bytes) -> bool:
+        found = self._db.execute(
+            "UPDATE vault_deks SET kek_id = ?, wrapped = ? WHERE id = ? AND kek_id = ?"
+            " RETURNING id",
+            (kek_id, wrapped, dek_id, old_kek_id),
+        ).fetchone()
+        return found is not None
+
+    def dek_retire_unused(self, account_id: str) -> list[str]:
+        rows = self._db.execute(
+            "UPDATE vault_deks SET status = ? WHERE account_id = ? AND status = ?"
+            " AND NOT EXISTS (SELECT 1 FROM vault_cards WHERE vault_cards.key_id = vault_deks.id)"
+            " RETURNING id",
+            (_RETIRED, account_id, _PREVIOUS),
+        ).fetchall()
+        return sorted(row[0] for row in rows)
+
+    def dek_delete_unused(self, dek_id: str) -> bool:
+        found = self._db.execute(
+            "DELETE FROM vault_deks WHERE id = ? AND status <> ?"
+            " AND NOT EXISTS (SELECT 1 FROM vault_cards WHERE vault_cards.key_id = vault_deks.id)"
+            " RETURNING id",
+            (dek_id, _CURRENT),
+        ).fetchone()
+        return found is not None
+
+    def dek_accounts(self, after: str, limit: int) -> list[str]:
+        rows = self._db.execute(
+            "SELECT account_id FROM vault_deks WHERE account_id > ?"
+            " UNION SELECT account_id FROM vault_cards WHERE account_id > ?"
+            " ORDER BY account_id LIMIT ?",
+            (after, after, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
 
 
 class SandboxLedger:
