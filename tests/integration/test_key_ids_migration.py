@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -17,29 +15,12 @@ from cardkeep.domain.account import Account, Mode
 from cardkeep.service.ports import Storage
 from cardkeep.storage import postgres, sqlite
 from cardkeep.storage.codec import micros
-from cardkeep.storage.migrations import Migration
-from cardkeep.storage.migrations import load as load_migrations
 from tests.factories import T0
+from tests.integration.migration_steps import around, only
 
 MIGRATED_ID = re.compile(r"key_[0-9a-f]{32}")
 ACCOUNT = Account("acc_old", "old", Mode.SANDBOX, T0)
 REVOKED_AT = micros(T0) + 60_000_000
-
-
-def _around_key_ids(engine: str) -> tuple[list[Migration], list[int]]:
-    """The migrations before the one that added key ids, and the versions from it on."""
-    every = load_migrations(engine)
-    index = next(i for i, m in enumerate(every) if m.name == "key_ids")
-    return every[:index], [m.version for m in every[index:]]
-
-
-@contextmanager
-def _only(
-    monkeypatch: pytest.MonkeyPatch, module: object, migrations: list[Migration]
-) -> Iterator[None]:
-    with monkeypatch.context() as patch:
-        patch.setattr(module, "load_migrations", lambda _engine: migrations)
-        yield
 
 
 def _legacy_keys(db: sqlite3.Connection | psycopg.Connection[tuple[object, ...]]) -> None:
@@ -83,8 +64,8 @@ def test_sqlite_migration_gives_earlier_keys_ids(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "db.sqlite"
-    earlier, rest = _around_key_ids("sqlite")
-    with _only(monkeypatch, sqlite, earlier):
+    earlier, rest = around("sqlite", "key_ids")
+    with only(monkeypatch, sqlite, earlier):
         assert sqlite.migrate(path) == [m.version for m in earlier]
     with sqlite3.connect(path) as db:
         _legacy_keys(db)
@@ -114,9 +95,9 @@ def test_sqlite_migration_gives_earlier_keys_ids(
 def test_postgres_migration_gives_earlier_keys_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.postgres import throwaway_database
 
-    earlier, rest = _around_key_ids("postgres")
+    earlier, rest = around("postgres", "key_ids")
     with throwaway_database("mig") as url:
-        with _only(monkeypatch, postgres, earlier):
+        with only(monkeypatch, postgres, earlier):
             assert postgres.migrate(url) == [m.version for m in earlier]
         with psycopg.connect(url, autocommit=True) as db:
             _legacy_keys(db)

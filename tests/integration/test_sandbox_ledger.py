@@ -6,9 +6,7 @@ database that already holds charges."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -24,8 +22,7 @@ from cardkeep.domain.errors import Unavailable
 from cardkeep.domain.money import Money
 from cardkeep.service.ports import ChargeResult, RefundOutcome, RefundResult, Storage
 from cardkeep.storage import postgres, sqlite
-from cardkeep.storage.migrations import Migration
-from cardkeep.storage.migrations import load as load_migrations
+from tests.integration.migration_steps import around, only
 from tests.world import FixedClock
 
 CAPTURE = "charge:pi_1:1"
@@ -97,22 +94,6 @@ def test_concurrent_refunds_of_one_capture_never_exceed_it(storage: Storage) -> 
 # -- the migration that added the columns, over a database that holds charges already ------------
 
 
-def _around_ledger_amounts(engine: str) -> tuple[list[Migration], list[int]]:
-    """The migrations before the one that added the columns, and the versions from it on."""
-    every = load_migrations(engine)
-    index = next(i for i, m in enumerate(every) if m.name == "ledger_amounts")
-    return every[:index], [m.version for m in every[index:]]
-
-
-@contextmanager
-def _only(
-    monkeypatch: pytest.MonkeyPatch, module: object, migrations: list[Migration]
-) -> Iterator[None]:
-    with monkeypatch.context() as patch:
-        patch.setattr(module, "load_migrations", lambda _engine: migrations)
-        yield
-
-
 def _legacy_row(db: sqlite3.Connection | psycopg.Connection[tuple[object, ...]]) -> None:
     db.execute(
         "INSERT INTO sandbox_ledger (idempotency_key, result, message, auth_code,"
@@ -140,8 +121,8 @@ def test_sqlite_migration_gives_earlier_charges_a_kind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "db.sqlite"
-    earlier, rest = _around_ledger_amounts("sqlite")
-    with _only(monkeypatch, sqlite, earlier):
+    earlier, rest = around("sqlite", "ledger_amounts")
+    with only(monkeypatch, sqlite, earlier):
         assert sqlite.migrate(path) == [m.version for m in earlier]
     with sqlite3.connect(path) as db:
         _legacy_row(db)
@@ -156,9 +137,9 @@ def test_sqlite_migration_gives_earlier_charges_a_kind(
 def test_postgres_migration_gives_earlier_charges_a_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.postgres import throwaway_database
 
-    earlier, rest = _around_ledger_amounts("postgres")
+    earlier, rest = around("postgres", "ledger_amounts")
     with throwaway_database("mig") as url:
-        with _only(monkeypatch, postgres, earlier):
+        with only(monkeypatch, postgres, earlier):
             assert postgres.migrate(url) == [m.version for m in earlier]
         with psycopg.connect(url, autocommit=True) as db:
             _legacy_row(db)

@@ -17,15 +17,19 @@ that one again. What no live intent held during the scan is deleted, whatever it
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from cardkeep.domain.account import Account
+from cardkeep.domain.payment_intent import PaymentIntent
 from cardkeep.domain.retention import PURGEABLE_PI, PURGEABLE_SI, purged_pi, purged_si
-from cardkeep.domain.setup_intent import HOLDS_CARD
+from cardkeep.domain.setup_intent import HOLDS_CARD, SetupIntent
 from cardkeep.service.ports import Clock, Storage, UnitOfWork
 
 BATCH = 200
+IntentT = TypeVar("IntentT", SetupIntent, PaymentIntent)
 
 
 @dataclass(frozen=True)
@@ -67,36 +71,51 @@ class Retention:
     def _setup_intents(
         self, accounts: dict[str, Account], real_now: datetime, age: timedelta, dry_run: bool
     ) -> int:
-        done, after = 0, ""
-        while True:
-            with self._storage.transaction(write=True) as uow:
-                batch = uow.retention.final_setup_intents(PURGEABLE_SI, after, self._batch)
-                for si in batch:
-                    now = _clock(uow, accounts, si.account_id, real_now)
-                    purged = purged_si(si, now, age)
-                    if purged is None:
-                        continue
-                    if dry_run or uow.setup_intents.update(purged, expected=si.status):
-                        done += 1
-                if not dry_run:
-                    uow.commit()
-            if len(batch) < self._batch:
-                return done
-            after = batch[-1].id
+        return self._intents(
+            lambda uow, after: uow.retention.final_setup_intents(PURGEABLE_SI, after, self._batch),
+            purged_si,
+            lambda uow, new, old: uow.setup_intents.update(new, expected=old.status),
+            accounts,
+            real_now,
+            age,
+            dry_run,
+        )
 
     def _payment_intents(
         self, accounts: dict[str, Account], real_now: datetime, age: timedelta, dry_run: bool
     ) -> int:
+        return self._intents(
+            lambda uow, after: uow.retention.final_payment_intents(
+                PURGEABLE_PI, after, self._batch
+            ),
+            purged_pi,
+            lambda uow, new, old: uow.payment_intents.update(new, expected=old.status),
+            accounts,
+            real_now,
+            age,
+            dry_run,
+        )
+
+    def _intents(
+        self,
+        batch_after: Callable[[UnitOfWork, str], Sequence[IntentT]],
+        purged: Callable[[IntentT, datetime, timedelta], IntentT | None],
+        update: Callable[[UnitOfWork, IntentT, IntentT], bool],
+        accounts: dict[str, Account],
+        real_now: datetime,
+        age: timedelta,
+        dry_run: bool,
+    ) -> int:
+        """Purge one kind of intent, batch by batch (ids ascending), each batch one write
+        transaction of conditional writes; how many were (or would be) purged."""
         done, after = 0, ""
         while True:
             with self._storage.transaction(write=True) as uow:
-                batch = uow.retention.final_payment_intents(PURGEABLE_PI, after, self._batch)
-                for pi in batch:
-                    now = _clock(uow, accounts, pi.account_id, real_now)
-                    purged = purged_pi(pi, now, age)
-                    if purged is None:
-                        continue
-                    if dry_run or uow.payment_intents.update(purged, expected=pi.status):
+                batch = batch_after(uow, after)
+                for intent in batch:
+                    now = _clock(uow, accounts, intent.account_id, real_now)
+                    new = purged(intent, now, age)
+                    if new is not None and (dry_run or update(uow, new, intent)):
                         done += 1
                 if not dry_run:
                     uow.commit()
