@@ -71,7 +71,14 @@ class Supervisor:
         proc = self._ctx.Process(
             target=self._target, args=(*self._args, slot.index, os.getpid()), daemon=False
         )
-        proc.start()
+        # A worker ignores SIGHUP until its event loop takes it over (the keyring's reload): an
+        # ignored signal stays ignored across the new process's exec, where a handler would not,
+        # so a SIGHUP forwarded while a worker still starts never kills it.
+        previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            proc.start()
+        finally:
+            signal.signal(signal.SIGHUP, previous)
         slot.process, slot.started_at, slot.restart_at = proc, time.monotonic(), None
 
     def _stop(self, sig: int, _frame: Any = None) -> None:
