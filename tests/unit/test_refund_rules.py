@@ -4,7 +4,7 @@ the payment intent and its pending movements, and the refund's own transition ta
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -20,25 +20,14 @@ from cardkeep.domain.errors import (
 from cardkeep.domain.money import Money
 from cardkeep.domain.payment_intent import PaymentIntent, Status
 from cardkeep.domain.refund import Kind, Pending, Refund
+from tests.factories import T0, make_pi
 
-T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=10)
 
 
 def _pi(status: Status = Status.CAPTURED, refunded: int = 0) -> PaymentIntent:
-    return PaymentIntent(
-        id="pi_1",
-        account_id="acc_1",
-        status=status,
-        created_at=T0,
-        updated_at=T0,
-        expire_at=T0 + timedelta(days=30),
-        amount=Money(1000, "GBP"),
-        reference="r",
-        setup_intent_id="si_1",
-        captured_amount=1000 if status is not Status.CREATED else 0,
-        refunded_amount=refunded,
-    )
+    captured = 1000 if status is not Status.CREATED else 0
+    return make_pi(status, captured_amount=captured, refunded_amount=refunded)
 
 
 def _refund(amount: int, kind: Kind = Kind.REFUND, claimed: datetime = T0) -> Refund:

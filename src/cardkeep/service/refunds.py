@@ -153,8 +153,8 @@ class Movements(Movement[RefundClaim, RefundOutcome, Refund]):
     def settle(self, uow: UnitOfWork, claim: RefundClaim, outcome: RefundOutcome) -> Refund:
         account, claimed = claim.account, claim.refund
         current = uow.refunds.get(account.id, claimed.id)
-        if current is None or current.status is not RS.PENDING:
-            assert current is not None
+        assert current is not None  # a refund is never deleted
+        if current.status is not RS.PENDING:
             return current  # settled meanwhile (by recovery or the request): as stored
         now = self._ctx.now(account)
         match outcome.result:
