@@ -54,6 +54,7 @@ def start_cardkeep(
     host: str = "127.0.0.1",
     api_port: int = 8000,
     pci_port: int = 8001,
+    internal_port: int = 8002,
 ) -> Cardkeep:
     """``cardkeep serve --sandbox-account`` on ``data_dir`` (port 0: a free one), its output in
     ``log_path``; returns once both listeners answer ``/health``."""
@@ -61,6 +62,7 @@ def start_cardkeep(
     cmd = [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(data_dir)]
     cmd += ["--sandbox-account", "--host", host]
     cmd += ["--api-port", str(api_port), "--pci-port", str(pci_port)]
+    cmd += ["--internal-port", str(internal_port)]
     with open(log_path, "ab") as log:
         # The command is this interpreter running cardkeep, with arguments built above.
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603

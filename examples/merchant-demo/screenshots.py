@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="cardkeep-screenshots-") as tmp:
         data_dir = Path(tmp) / "data"
-        cardkeep = start_cardkeep(data_dir, Path(tmp) / "cardkeep.log", api_port=0, pci_port=0)
+        cardkeep = start_cardkeep(
+            data_dir, Path(tmp) / "cardkeep.log", api_port=0, pci_port=0, internal_port=0
+        )
         try:
             app = create_app(cardkeep.api_url, cardkeep.pci_url, cardkeep.key)
             with ThreadedSite(app, "127.0.0.1", free_port()) as site, sync_playwright() as pw:

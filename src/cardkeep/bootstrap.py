@@ -8,8 +8,12 @@ cardholder-data side. Tests and deployments build through the same functions:
   owns — the vault, the acquirer, and the charger (the only holder of key material; it also
   refunds and reverses captured charges, by the capture's acquirer key, with no card data);
 - ``build_api(settings, *, storage, clock, charger)``: the API listener's app and its services;
-- ``Runtime``: both, over one storage, with the PCI side's charger in process, as ``serve`` and the
-  CLI run them (``with Runtime.open(settings) as rt: ...``).
+- ``Runtime``: both, over one storage, with the PCI side's charger in process, as the CLI and the
+  in-process tests run them (``with Runtime.open(settings) as rt: ...``);
+- ``pci_process(settings, secret)`` / ``api_process(settings, url, secret)``: what each process of
+  ``serve`` runs (``Served``). The PCI process alone opens the keyring; it serves the PCI listener
+  and the internal listener (``cde.internal``) over its charger. An API worker is built from
+  settings without any key (``Settings.without_keys``) and charges through ``hop.client``.
 
 Anything passed in is the caller's to close; anything built here is closed by ``close()``.
 """
@@ -17,10 +21,12 @@ Anything passed in is the caller's to close; anything built here is closed by ``
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from starlette.types import ASGIApp
 
@@ -33,6 +39,7 @@ from cardkeep.cde.app import create_pci_app
 from cardkeep.cde.charger import VaultCharger
 from cardkeep.cde.fingerprint import CardFingerprints
 from cardkeep.cde.intake import CardIntake
+from cardkeep.cde.internal import create_internal_app
 from cardkeep.cde.keys import (
     KEYRING_FILE,
     KeyringSource,
@@ -45,6 +52,7 @@ from cardkeep.config import Settings
 from cardkeep.domain.account import Mode
 from cardkeep.domain.errors import Unauthorized
 from cardkeep.domain.ids import IdFactory
+from cardkeep.hop.client import InternalCharger
 from cardkeep.keyfiles import load_or_create
 from cardkeep.service.audit import AuthFailures
 from cardkeep.service.context import Context, Policy
@@ -214,11 +222,15 @@ def build_dispatcher(
     )
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclass
 class _Owner:
     """Closes what the builder made (not what the caller passed in)."""
 
-    closers: list[Storage] = field(default_factory=list)
+    closers: list[_Closable] = field(default_factory=list)
 
     def close(self) -> None:
         while self.closers:
@@ -481,6 +493,72 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@dataclass
+class Served:
+    """What one process of ``serve`` runs: its apps (one per listening socket, in order), the
+    services its background loops use, what SIGHUP reloads (the PCI process's keyring), and how to
+    close it all."""
+
+    apps: tuple[ASGIApp, ...]
+    services: Services
+    storage: Storage
+    reload: Callable[[], None] | None
+    close: Callable[[], None]
+
+
+def pci_process(settings: Settings, secret: str) -> Served:
+    """The PCI process: the PCI listener's app and the internal listener's, over its own vault,
+    acquirer and charger: the only process that loads key material."""
+    storage = storage_for(settings)
+    try:
+        pci = build_pci(
+            settings,
+            storage=storage,
+            heartbeats=Heartbeats(SystemClock()),
+            failures=AuthFailures(),
+        )
+    except BaseException:
+        storage.close()
+        raise
+    internal = create_internal_app(pci.charger, secret)
+
+    def close() -> None:
+        pci.close()
+        storage.close()
+
+    def reload() -> None:
+        pci.vault.keyring.reload()
+
+    return Served((pci.app, internal), pci.services, storage, reload, close)
+
+
+def api_process(settings: Settings, url: str, secret: str) -> Served:
+    """An API worker: the API listener's app, built from ``settings`` without any key, charging
+    through the PCI process's internal listener at ``url``."""
+    settings = settings.without_keys()
+    storage = storage_for(settings)
+    charger = InternalCharger(url, secret)
+    try:
+        api = build_api(
+            settings,
+            storage=storage,
+            charger=charger,
+            heartbeats=Heartbeats(SystemClock()),
+            failures=AuthFailures(),
+        )
+    except BaseException:
+        charger.close()
+        storage.close()
+        raise
+
+    def close() -> None:
+        api.close()
+        charger.close()
+        storage.close()
+
+    return Served((api.app,), api.services, storage, None, close)
 
 
 def ensure_sandbox_account(settings: Settings, services: Services) -> str:

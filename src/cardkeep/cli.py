@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cardkeep import __version__
-from cardkeep.config import Settings, SettingsError, from_env
+from cardkeep.config import LISTENERS, Settings, SettingsError, from_env
 from cardkeep.domain.account import Mode
 from cardkeep.domain.audit import AuditEntry
 from cardkeep.domain.errors import DomainError
@@ -63,10 +64,23 @@ def main() -> None:
 @main.command()
 @data_dir_option
 @database_url_option
-@click.option("--host", help="Interface both listeners bind to [default 127.0.0.1].")
+@click.option("--host", help="Interface the API and PCI listeners bind to [default 127.0.0.1].")
 @click.option("--api-port", type=int, help="API listener port [default 8000].")
 @click.option("--pci-port", type=int, help="PCI listener port [default 8001].")
-@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes [default 1].")
+@click.option(
+    "--internal-port",
+    type=int,
+    help="The PCI process's internal listener port, on CARDKEEP_INTERNAL_HOST [default "
+    "127.0.0.1:8002]; never exposed.",
+)
+@click.option(
+    "--listener",
+    type=click.Choice(LISTENERS),
+    help="all: the PCI process and the API workers under one supervisor [default]; api: only the "
+    "API workers, charging through CARDKEEP_INTERNAL_URL; pci: only the PCI process. A split "
+    "deployment needs CARDKEEP_INTERNAL_SECRET (or _FILE) on both sides.",
+)
+@click.option("--workers", type=click.IntRange(1, 64), help="API worker processes [default 1].")
 @click.option(
     "--sandbox-account",
     is_flag=True,
@@ -78,12 +92,15 @@ def serve(
     host: str | None,
     api_port: int | None,
     pci_port: int | None,
+    internal_port: int | None,
+    listener: str | None,
     workers: int | None,
     sandbox_account: bool,
 ) -> None:
-    """Run the API and PCI listeners (applies pending migrations first)."""
-    from cardkeep.bootstrap import Runtime, ensure_sandbox_account, migrate
-    from cardkeep.serve import bind, write_ports
+    """Run the PCI process (PCI and internal listeners; the only one holding keys) and the API
+    workers, under one supervisor (applies pending migrations first)."""
+    from cardkeep.bootstrap import Runtime, api_process, ensure_sandbox_account, migrate
+    from cardkeep.serve import Listeners, bind, write_ports
     from cardkeep.serve import serve as run
 
     settings = _settings(
@@ -92,31 +109,74 @@ def serve(
         host=host,
         api_port=api_port,
         pci_port=pci_port,
+        internal_port=internal_port,
+        listener=listener,
         workers=workers,
     )
     applied = migrate(settings)
     if applied:
         click.echo(f"applied migrations {applied}", err=True)
-    _check_keyring(settings)
-    with Runtime.open(settings) as runtime:  # refuses a bad vault key before anything is bound
-        key = ensure_sandbox_account(settings, runtime.services) if sandbox_account else None
+    side = settings.listener
+    secret = settings.internal_secret
+    if secret is None:
+        if side != "all":
+            raise click.ClickException(
+                f"--listener {side} needs the internal secret both sides share: set "
+                "CARDKEEP_INTERNAL_SECRET, or CARDKEEP_INTERNAL_SECRET_FILE (a 0600 file)"
+            )
+        secret = secrets.token_urlsafe(32)  # both sides start here: a new one each start
+    key = None
+    if side == "api":  # this process never loads the keyring: accounts through the API side
+        served = api_process(settings, _internal_url(settings, None), secret)
+        try:
+            key = ensure_sandbox_account(settings, served.services) if sandbox_account else None
+        finally:
+            served.close()
+    else:
+        _check_keyring(settings)
+        with Runtime.open(settings) as runtime:  # refuses a bad vault key before binding
+            key = ensure_sandbox_account(settings, runtime.services) if sandbox_account else None
     try:
-        sockets = [bind(settings.host, settings.api_port), bind(settings.host, settings.pci_port)]
+        listeners = Listeners(
+            api=bind(settings.host, settings.api_port) if side != "pci" else None,
+            pci=bind(settings.host, settings.pci_port) if side != "api" else None,
+            internal=(
+                bind(settings.internal_host, settings.internal_port) if side != "api" else None
+            ),
+        )
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {settings.host}: {exc.strerror}") from exc
+        raise click.ClickException(f"cannot listen: {exc.strerror}") from exc
     # Port 0 asks the kernel for a free port: report the ports actually bound.
-    api_port, pci_port = (sock.getsockname()[1] for sock in sockets)
-    write_ports(settings.data_dir, settings.host, api_port=api_port, pci_port=pci_port)
-    lines = [
-        "",
-        "cardkeep sandbox" if key is not None else "cardkeep",
-        f"  API listener: http://{settings.host}:{api_port}",
-        f"  PCI listener: http://{settings.host}:{pci_port}",
-    ]
+    bound = (listeners.api, listeners.pci, listeners.internal)
+    ports = [sock.getsockname()[1] if sock else None for sock in bound]
+    write_ports(
+        settings.data_dir,
+        settings.host,
+        api_port=ports[0],
+        pci_port=ports[1],
+        internal_port=ports[2],
+    )
+    url = _internal_url(settings, ports[2])
+    lines = ["", "cardkeep sandbox" if key is not None else "cardkeep"]
+    if ports[0] is not None:
+        lines.append(f"  API listener: http://{settings.host}:{ports[0]}")
+    if ports[1] is not None:
+        lines.append(f"  PCI listener: http://{settings.host}:{ports[1]}")
+    lines.append(f"  internal:     {url}" + (" (the PCI process's)" if side == "api" else ""))
     if key is not None:
         lines.append(f"  sandbox key:  {key}")
     click.echo("\n".join([*lines, ""]), err=True)
-    run(settings, sockets)
+    run(settings, listeners, secret, url)
+
+
+def _internal_url(settings: Settings, bound: int | None) -> str:
+    """Where the API workers reach the internal listener: the port bound here, or (``--listener
+    api``) CARDKEEP_INTERNAL_URL, by default the standard port on this host."""
+    if bound is not None:
+        host = settings.internal_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - only compared
+        return f"http://{host}:{bound}"
+    return settings.internal_url or f"http://127.0.0.1:{settings.internal_port}"
 
 
 def _check_keyring(settings: Settings) -> None:

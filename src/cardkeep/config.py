@@ -23,7 +23,22 @@ _SECRET_FIELDS = (
     "idempotency_key",
     "webhook_key",
     "fingerprint_key",
+    "internal_secret",
 )
+
+# What ``serve`` runs: both sides as separate processes under one supervisor (``all``), or one side
+# of a split deployment (``api``: the API workers; ``pci``: the PCI process).
+LISTENERS = ("all", "api", "pci")
+# Settings an API worker never receives, nor their environment variables: key material and where it
+# lives (the vault's keyring, the legacy vault key, the card fingerprints' key).
+KEY_FIELDS = ("keyring", "keyring_json", "vault_key", "fingerprint_key")
+KEY_ENV = (
+    "CARDKEEP_KEYRING",
+    "CARDKEEP_KEYRING_JSON",
+    "CARDKEEP_VAULT_KEY",
+    "CARDKEEP_FINGERPRINT_KEY",
+)
+MIN_INTERNAL_SECRET = 32
 
 
 class SettingsError(ValueError):
@@ -57,6 +72,16 @@ class Settings:
     api_port: int = 8000
     pci_port: int = 8001
     workers: int = 1
+    # The process model: ``listener`` (LISTENERS); the PCI process's internal listener (the API
+    # workers' only way to a card), the URL the API workers reach it at (``--listener api``; else
+    # the bound internal port), and the secret both sides share (CARDKEEP_INTERNAL_SECRET, or a
+    # 0600 file CARDKEEP_INTERNAL_SECRET_FILE; ``serve`` makes one per start when both sides run
+    # under it and none is configured).
+    listener: str = "all"
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 8002
+    internal_url: str | None = None
+    internal_secret: str | None = field(default=None, repr=False)
     currencies: frozenset[str] = frozenset({"GBP", "EUR"})
     card_schemes: tuple[str, ...] = DEFAULT_SCHEMES
     # The vault's keyring (key-encryption keys): a file (CARDKEEP_KEYRING) or the same JSON inline
@@ -127,6 +152,10 @@ class Settings:
         """The database the URL names (default: SQLite in the data directory)."""
         return Database.parse(self.database_url, self.data_dir)
 
+    def without_keys(self) -> Settings:
+        """These settings as an API worker gets them: no key material, no path to any."""
+        return replace(self, keyring=None, keyring_json=None, vault_key=None, fingerprint_key=None)
+
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -180,6 +209,59 @@ def _limits(env: Mapping[str, str]) -> dict[str, Any]:
     return changes
 
 
+def _secret_file(path: Path) -> str:
+    """The internal secret kept in a file its owner alone can read."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text("utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(
+            f"CARDKEEP_INTERNAL_SECRET_FILE: cannot read {path}: {exc.strerror}"
+        ) from exc
+    if mode & 0o077:
+        raise SettingsError(
+            f"CARDKEEP_INTERNAL_SECRET_FILE: {path} is readable by group or others (mode "
+            f"{mode & 0o777:04o}): chmod 600 it"
+        )
+    return text
+
+
+def check_internal_secret(secret: str, source: str) -> str:
+    if len(secret) < MIN_INTERNAL_SECRET or not secret.isascii() or not secret.isprintable():
+        raise SettingsError(
+            f"{source} must be at least {MIN_INTERNAL_SECRET} printable ASCII characters "
+            "(e.g. the output of: openssl rand -base64 32)"
+        )
+    return secret
+
+
+def _internal(env: Mapping[str, str]) -> dict[str, Any]:
+    """The internal hop: its URL, and its secret from the environment or a 0600 file."""
+    changes: dict[str, Any] = {}
+    if env.get("CARDKEEP_INTERNAL_HOST"):
+        changes["internal_host"] = env["CARDKEEP_INTERNAL_HOST"]
+    url = env.get("CARDKEEP_INTERNAL_URL")
+    if url:
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(
+                "CARDKEEP_INTERNAL_URL must be an http:// or https:// URL of the PCI process's "
+                "internal listener, e.g. http://10.0.0.5:8002"
+            )
+        changes["internal_url"] = url.rstrip("/")
+    secret, path = env.get("CARDKEEP_INTERNAL_SECRET"), env.get("CARDKEEP_INTERNAL_SECRET_FILE")
+    if secret and path:
+        raise SettingsError(
+            "set CARDKEEP_INTERNAL_SECRET or CARDKEEP_INTERNAL_SECRET_FILE, not both"
+        )
+    if secret:
+        changes["internal_secret"] = check_internal_secret(secret, "CARDKEEP_INTERNAL_SECRET")
+    elif path:
+        changes["internal_secret"] = check_internal_secret(
+            _secret_file(Path(path)), f"the internal secret in {path}"
+        )
+    return changes
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     s = Settings()
@@ -222,6 +304,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if env.get("CARDKEEP_FINGERPRINT_KEY"):
         changes["fingerprint_key"] = env["CARDKEEP_FINGERPRINT_KEY"]
     changes |= _limits(env)
+    changes |= _internal(env)
     if "CARDKEEP_WEBHOOK_ALLOW" in env:
         changes["webhook_allow"] = _networks(env["CARDKEEP_WEBHOOK_ALLOW"])
     if env.get("CARDKEEP_WEBHOOK_CA_FILE"):

@@ -1,11 +1,18 @@
-"""Running both listeners: one process (``--workers 1``) or N worker processes sharing two
-listening sockets (``supervisor.Supervisor`` restarts a worker that dies; workers die with it),
-each worker serving both apps and running the background loops (sweeper and recovery; the webhook
-dispatcher), whose work is leased item by item so no item is done twice and none stops with one
-worker.
+"""The process model of ``serve`` (DESIGN.md): a supervisor (``supervisor.Supervisor``, which
+restarts a process that dies; its processes die with it) runs
 
-Signals are handled here, once for both servers, so SIGINT/SIGTERM stop everything cleanly.
-Both servers speak HTTP/1.1 through ``http_server``'s protocol, which holds the limits on request
+- one **PCI process**, the only one that loads key material: the public PCI listener and the
+  internal listener (``cde.internal``), over its vault, acquirer and charger;
+- N **API workers** sharing the API listener's socket, each built from settings without any key
+  and started without the key variables in its environment; they charge, re-send, refund and
+  reverse through the internal listener (``hop.client``).
+
+``--listener api`` / ``--listener pci`` run one side each (split deployments). Every process runs
+the background loops (sweeper and recovery; the webhook dispatcher), whose work is leased item by
+item so no item is done twice and none stops with one process.
+
+Signals are handled here, once for a process's servers, so SIGINT/SIGTERM stop everything cleanly.
+Every server speaks HTTP/1.1 through ``http_server``'s protocol, which holds the limits on request
 heads, the header-read and keep-alive timeouts and the process's connection cap.
 """
 
@@ -13,24 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.concurrency import run_in_threadpool
 
-from cardkeep.bootstrap import Runtime, build_dispatcher
-from cardkeep.config import Settings
+from cardkeep.bootstrap import Served, api_process, build_dispatcher, pci_process
+from cardkeep.cde.keys import KEYRING_FILE
+from cardkeep.config import KEY_ENV, Settings
 from cardkeep.http_server import Limits, protocol_class
 from cardkeep.logs import configure, get_logger
+from cardkeep.service.facade import Services
 from cardkeep.service.heartbeat import Heartbeats
 from cardkeep.service.ports import Storage
-from cardkeep.supervisor import Supervisor, die_with_parent, parent_alive
+from cardkeep.supervisor import Role, Supervisor, die_with_parent, name_process, parent_alive
 from cardkeep.webhooks.dispatcher import TOTAL_TIMEOUT
 
 log = get_logger("cardkeep.serve")
@@ -45,12 +56,26 @@ class _Server(uvicorn.Server):
 PORTS_FILE = "ports.json"
 
 
-def write_ports(data_dir: Path, host: str, *, api_port: int, pci_port: int) -> Path:
-    """``<data dir>/ports.json``: the ports actually bound (``--api-port 0`` picks a free one),
-    for harnesses that start ``cardkeep serve`` and need to know where it listens. Atomic."""
+def write_ports(
+    data_dir: Path,
+    host: str,
+    *,
+    api_port: int | None,
+    pci_port: int | None,
+    internal_port: int | None,
+) -> Path:
+    """``<data dir>/ports.json``: the ports actually bound (``--api-port 0`` picks a free one;
+    None for a side this deployment does not run), for harnesses that start ``cardkeep serve``
+    and need to know where it listens. Atomic."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = data_dir / PORTS_FILE
-    doc = {"host": host, "api": api_port, "pci": pci_port, "pid": os.getpid()}
+    doc = {
+        "host": host,
+        "api": api_port,
+        "pci": pci_port,
+        "internal": internal_port,
+        "pid": os.getpid(),
+    }
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc) + "\n", "utf-8")
     tmp.replace(path)
@@ -69,14 +94,14 @@ def bind(host: str, port: int) -> socket.socket:
 SWEEPER = "sweeper"
 
 
-async def _sweep_forever(settings: Settings, runtime: Runtime, stop: asyncio.Event) -> None:
+async def _sweep_forever(settings: Settings, services: Services, stop: asyncio.Event) -> None:
     """The sweeper and recovery loop. A run that completes beats its heartbeat (so ``/health``
     can tell a loop that stopped working); a run that fails is logged and tried again."""
-    heartbeats = runtime.services.heartbeats
+    heartbeats = services.heartbeats
     heartbeats.register(SWEEPER, settings.sweep_interval)
     while not stop.is_set():
         try:
-            report = await run_in_threadpool(runtime.services.sweeper.run_once)
+            report = await run_in_threadpool(services.sweeper.run_once)
             heartbeats.beat(SWEEPER)
             if report.setup_intents or report.payment_intents or report.recovered_charges:
                 log.info(
@@ -141,24 +166,21 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event, request_stop: Any)
             await asyncio.wait_for(stop.wait(), timeout=1.0)
 
 
-async def _serve(settings: Settings, sockets: list[socket.socket], parent_pid: int | None) -> None:
-    runtime = Runtime.open(settings)
-    keyring = runtime.pci.vault.keyring
-    if settings.keyring is None and not settings.keyring_json:
-        log.warning(
-            "keyring_beside_data",
-            path=str(keyring.path),
-            detail="no CARDKEEP_KEYRING configured: the vault's keyring sits beside the data "
-            "(sandbox only; a prod account needs a keyring kept elsewhere)",
-        )
+async def _serve(
+    settings: Settings,
+    served: Served,
+    sockets: Sequence[socket.socket],
+    parent_pid: int | None,
+    stop_on: Sequence[signal.Signals],
+) -> None:
     limits = Limits(
         header_timeout=settings.header_timeout,
         keep_alive_timeout=settings.keep_alive_timeout,
         max_connections=settings.max_connections,
     )
-    protocol = protocol_class(limits)  # one connection budget for both listeners
+    protocol = protocol_class(limits)  # one connection budget for the process's listeners
     servers = []
-    for app in (runtime.api.app, runtime.pci.app):
+    for app in served.apps:
         config = uvicorn.Config(
             app,
             http=protocol,
@@ -177,49 +199,120 @@ async def _serve(settings: Settings, sockets: list[socket.socket], parent_pid: i
             server.should_exit = True
 
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_on:
         loop.add_signal_handler(sig, request_stop)
-    loop.add_signal_handler(signal.SIGHUP, keyring.reload)  # the keyring file, read again
+    if served.reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, served.reload)  # the keyring file, read again
+    else:  # an API worker holds no keyring: SIGHUP (sent to every process) changes nothing
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     tasks = [server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True)]
-    tasks.append(_sweep_forever(settings, runtime, stop))
-    tasks.append(dispatch_forever(settings, runtime.storage, stop, runtime.services.heartbeats))
+    tasks.append(_sweep_forever(settings, served.services, stop))
+    tasks.append(dispatch_forever(settings, served.storage, stop, served.services.heartbeats))
     if parent_pid is not None:
         tasks.append(_watch_parent(parent_pid, stop, request_stop))
     try:
         await asyncio.gather(*tasks)
     finally:
-        await _flush_audit(runtime)
-        runtime.close()
+        await _flush_audit(served.services)
+        served.close()
 
 
-async def _flush_audit(runtime: Runtime) -> None:
+async def _flush_audit(services: Services) -> None:
     """At shutdown, the refused keys counted in minutes still open go to the audit log too."""
     try:
-        await run_in_threadpool(runtime.services.audit.flush_failures, everything=True)
+        await run_in_threadpool(services.audit.flush_failures, everything=True)
     except Exception as exc:
         log.error("audit_flush_failed", error_type=type(exc).__name__, exc_info=exc)
 
 
-def run_worker(
-    settings: Settings, sockets: list[socket.socket], index: int = 0, parent_pid: int | None = None
+PCI_NAME = "cardkeep-pci"
+API_NAME = "cardkeep-api"
+
+
+def _run(
+    name: str,
+    build: Callable[[], Served],
+    settings: Settings,
+    sockets: Sequence[socket.socket],
+    parent_pid: int | None,
+    stop_on: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
 ) -> None:
-    """One worker: both listeners and the background loop. Under a supervisor (``parent_pid``),
-    it dies with it."""
     if parent_pid is not None:
         die_with_parent(parent_pid)
+    name_process(name)
+    if signal.SIGINT not in stop_on:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure(settings.log_level)
-    try:
+
+    served = build()
+    runner: Callable[..., None] = asyncio.run
+    with contextlib.suppress(ImportError):
         import uvloop
 
-        uvloop.run(_serve(settings, sockets, parent_pid))
-    except ImportError:
-        asyncio.run(_serve(settings, sockets, parent_pid))
+        runner = uvloop.run
+    runner(_serve(settings, served, sockets, parent_pid, stop_on))
 
 
-def serve(settings: Settings, sockets: list[socket.socket]) -> None:
-    """Serve the API and PCI apps on ``sockets`` (bound by the caller, API first)."""
-    if settings.workers <= 1:
-        run_worker(settings, sockets)
-        return
+def run_pci_process(
+    settings: Settings,
+    pci: socket.socket,
+    internal: socket.socket,
+    secret: str,
+    index: int = 0,
+    parent_pid: int | None = None,
+) -> None:
+    """The PCI process: the PCI listener and the internal listener, with the vault's keys."""
+    if settings.keyring is None and not settings.keyring_json:
+        log.warning(
+            "keyring_beside_data",
+            path=str(settings.data_dir / KEYRING_FILE),
+            detail="no CARDKEEP_KEYRING configured: the vault's keyring sits beside the data "
+            "(sandbox only; a prod account needs a keyring kept elsewhere)",
+        )
+    build = functools.partial(pci_process, settings, secret)
+    # SIGTERM only: the supervisor stops it after the API workers (``Role.last``).
+    _run(PCI_NAME, build, settings, [pci, internal], parent_pid, (signal.SIGTERM,))
+
+
+def run_api_worker(
+    settings: Settings,
+    api: socket.socket,
+    url: str,
+    secret: str,
+    index: int = 0,
+    parent_pid: int | None = None,
+) -> None:
+    """An API worker: the API listener, charging through the PCI process at ``url``; it is given
+    no key and no path to one (``Settings.without_keys``; the supervisor hides their variables)."""
+    build = functools.partial(api_process, settings.without_keys(), url, secret)
+    _run(API_NAME, build, settings, [api], parent_pid)
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """The sockets ``serve`` bound: each side's, or None when this deployment runs the other."""
+
+    api: socket.socket | None
+    pci: socket.socket | None
+    internal: socket.socket | None
+
+
+def roles(settings: Settings, listeners: Listeners, secret: str, url: str) -> list[Role]:
+    """The processes of ``serve``: one PCI process (stopped last, so API workers finish their
+    charges through it) and ``settings.workers`` API workers, as the listeners bound say."""
+    found: list[Role] = []
+    if listeners.pci is not None:
+        assert listeners.internal is not None
+        pci = (settings, listeners.pci, listeners.internal, secret)
+        found.append(Role("pci", run_pci_process, pci, last=True))
+    if listeners.api is not None:
+        api = (settings.without_keys(), listeners.api, url, secret)
+        role = Role("api", run_api_worker, api, hide_env=KEY_ENV)
+        found += [role] * settings.workers
+    return found
+
+
+def serve(settings: Settings, listeners: Listeners, secret: str, url: str) -> None:
+    """Supervise the processes of ``roles`` until SIGINT or SIGTERM."""
     configure(settings.log_level)
-    Supervisor(run_worker, (settings, sockets), settings.workers).run()
+    Supervisor(roles(settings, listeners, secret, url)).run()

@@ -46,6 +46,7 @@ __all__ = [
     "card",
     "free_port",
     "http_client",
+    "internal_url",
     "run_server",
     "workers_of",
 ]
@@ -134,12 +135,16 @@ class Server:
         assert row is not None
         cluster, oid = Path(row[0]), row[1]
         files += [p for p in (cluster / "base" / str(oid)).iterdir() if p.is_file()]
-        files += [
-            p
-            for p in (cluster / "pg_wal").iterdir()
-            if p.is_file() and p.stat().st_mtime >= self.started_at - 1
-        ]
+        files += [p for p in (cluster / "pg_wal").iterdir() if self._written_since_start(p)]
         return files
+
+    def _written_since_start(self, path: Path) -> bool:
+        """A WAL segment written since the server started (False for one PostgreSQL recycled
+        between the listing and this look)."""
+        try:
+            return path.is_file() and path.stat().st_mtime >= self.started_at - 1
+        except FileNotFoundError:
+            return False
 
     def stored_bytes(self) -> bytes:
         """The raw bytes of ``stored_files``; a WAL segment that PostgreSQL recycled between the
@@ -156,8 +161,13 @@ class Server:
         return self.log_path.read_text("utf-8", errors="replace")
 
 
-def workers_of(parent: int) -> set[int]:
-    """The worker processes of ``parent`` (not multiprocessing's resource tracker)."""
+ROLE_NAMES = {"api": "cardkeep-api", "pci": "cardkeep-pci"}
+
+
+def workers_of(parent: int, role: str | None = None) -> set[int]:
+    """The processes ``parent`` supervises (not multiprocessing's resource tracker): all of them,
+    or those of one role (``api``: the API workers; ``pci``: the PCI process), told apart by the
+    name each gives itself once started."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -168,9 +178,19 @@ def workers_of(parent: int) -> set[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"spawn_main" in cmdline:
-            found.add(int(entry.name))
+        if ppid != parent or b"spawn_main" not in cmdline:
+            continue
+        if role is not None and _comm(entry) != ROLE_NAMES[role]:
+            continue
+        found.add(int(entry.name))
     return found
+
+
+def _comm(proc_dir: Path) -> str | None:
+    try:
+        return (proc_dir / "comm").read_text().strip()
+    except OSError:
+        return None
 
 
 def alive(pid: int) -> bool:
@@ -183,7 +203,8 @@ def alive(pid: int) -> bool:
 
 
 def read_ports(data_dir: Path, pid: int) -> tuple[int, int] | None:
-    """The (API, PCI) ports that the server with ``pid`` wrote to ``ports.json``, once it has."""
+    """The (API, PCI) ports that the server with ``pid`` wrote to ``ports.json``, once it has
+    (``ports_of`` has the internal listener's too)."""
     try:
         doc = json.loads((data_dir / "ports.json").read_text("utf-8"))
     except (OSError, ValueError):
@@ -191,6 +212,12 @@ def read_ports(data_dir: Path, pid: int) -> tuple[int, int] | None:
     if doc.get("pid") != pid:
         return None  # a file left by an earlier server
     return int(doc["api"]), int(doc["pci"])
+
+
+def internal_url(data_dir: Path) -> str:
+    """The internal listener's URL, from the ``ports.json`` of the server on ``data_dir``."""
+    doc = json.loads((data_dir / "ports.json").read_text("utf-8"))
+    return f"http://127.0.0.1:{doc['internal']}"
 
 
 def _start(
@@ -206,7 +233,8 @@ def _start(
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(data_dir)]
-    cmd += ["--api-port", "0", "--pci-port", "0", "--workers", str(workers)]
+    cmd += ["--api-port", "0", "--pci-port", "0", "--internal-port", "0"]
+    cmd += ["--workers", str(workers)]
     if database_url is not None:
         cmd += ["--database-url", database_url]
     with open(log_path, "ab") as log:

@@ -108,19 +108,20 @@ def _each_worker(ask: Callable[[], Answer], workers: set[int]) -> list[Answer]:
     return answers
 
 
-def _two_workers(server: Server) -> set[int]:
+def _processes(server: Server, role: str, count: int) -> set[int]:
     deadline = time.monotonic() + 20
-    while len(workers := workers_of(server.proc.pid)) != 2:
-        assert time.monotonic() < deadline, "two workers never ran"
+    while len(found := workers_of(server.proc.pid, role)) != count:
+        assert time.monotonic() < deadline, f"{count} {role} processes never ran"
         time.sleep(0.1)
-    return workers
+    return found
 
 
 def test_a_revoked_key_is_refused_by_every_worker_from_the_next_request(
     tmp_path: Path, database_url: str | None
 ) -> None:
     with run_server(tmp_path, workers=2, database_url=database_url) as server:
-        workers = _two_workers(server)
+        workers = _processes(server, "api", 2)
+        pci_process = _processes(server, "pci", 1)
         api, pci = _port(server.api_url), _port(server.pci_url)
 
         stdout, stderr = _run(server, "create", "Cafe")
@@ -150,29 +151,31 @@ def test_a_revoked_key_is_refused_by_every_worker_from_the_next_request(
 
         def card_intake(key: str) -> Callable[[], Answer]:
             body = {**SI_FIELDS, "cardDetails": card()}
-            return lambda: _ask(pci, workers, key, "POST", "/setup-intents", body)
+            return lambda: _ask(pci, pci_process, key, "POST", "/setup-intents", body)
 
-        # Both keys work on every worker, on both listeners: each worker has just accepted the
+        def everywhere(ask: Callable[[], Answer], api_side: bool) -> set[int]:
+            """The statuses of requests until every process of the listener has answered."""
+            return {status for status, _ in _each_worker(ask, workers if api_side else pci_process)}
+
+        # Both keys work on every API worker and in the PCI process: each has just accepted the
         # first key when it is revoked.
-        for ask in (clock(first), clock(second), card_intake(first), card_intake(second)):
-            assert {status for status, _ in _each_worker(ask, workers)} == {200}
+        for key in (first, second):
+            assert everywhere(clock(key), True) == {200}
+            assert everywhere(card_intake(key), False) == {200}
 
         out, _ = _run(server, "revoke-key", first_id[1])
         revoked = re.fullmatch(rf"{first_id[1]}\trevoked (\S+Z)\n", out)
         assert revoked is not None, out
         # from here on, every request with the first key is 401 on every worker, the first one
         # each worker serves included; the second key still works on each
-        for ask in (clock(first), card_intake(first)):
-            assert {status for status, _ in _each_worker(ask, workers)} == {401}
-        for ask in (clock(second), card_intake(second)):
-            assert {status for status, _ in _each_worker(ask, workers)} == {200}
+        assert everywhere(clock(first), True) == everywhere(card_intake(first), False) == {401}
+        assert everywhere(clock(second), True) == everywhere(card_intake(second), False) == {200}
 
         # the second key, revoked by the secret itself; revoking again changes nothing
         out, _ = _run(server, "revoke-key", second)
         second_revoked = re.fullmatch(rf"{second_id[1]}\trevoked (\S+Z)\n", out)
         assert second_revoked is not None, out
-        for ask in (clock(second), card_intake(second)):
-            assert {status for status, _ in _each_worker(ask, workers)} == {401}
+        assert everywhere(clock(second), True) == everywhere(card_intake(second), False) == {401}
         for name in (first, first_id[1]):
             again, _ = _run(server, "revoke-key", name)
             assert again == f"{first_id[1]}\trevoked {revoked[1]}\n"
@@ -224,7 +227,7 @@ def test_keys_stored_before_key_ids_get_one_and_can_be_revoked_by_it(
                 for row in rows:
                     pg.execute(row)
     with run_server(tmp_path, workers=2, database_url=database_url) as server:  # migrates
-        workers = _two_workers(server)
+        workers = _processes(server, "api", 2)
         api = _port(server.api_url)
         ask = lambda: _ask(api, workers, secret, "GET", "/sandbox/clock")  # noqa: E731
         assert {status for status, _ in _each_worker(ask, workers)} == {200}

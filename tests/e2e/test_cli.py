@@ -115,7 +115,17 @@ def test_serve_refuses_a_keyring_the_stored_keys_were_not_wrapped_under(tmp_path
     other = base64.b64encode(os.urandom(32)).decode()
     keyring = tmp_path / "keyring.json"
     keyring.write_text(f'{{"current": "kek-other", "keys": {{"kek-other": "{other}"}}}}')
-    r = cardkeep("serve", "--data-dir", str(tmp_path), "--api-port", "0", "--pci-port", "0")
+    r = cardkeep(
+        "serve",
+        "--data-dir",
+        str(tmp_path),
+        "--api-port",
+        "0",
+        "--pci-port",
+        "0",
+        "--internal-port",
+        "0",
+    )
     assert r.returncode == 1
     assert "stored data-encryption keys are wrapped under KEKs" in r.stderr
     assert other not in r.stderr
@@ -130,7 +140,17 @@ def test_serve_with_a_prod_account_needs_a_keyring_kept_apart(tmp_path: Path) ->
     data = tmp_path / "data"
     made = cardkeep("accounts", "create", "Platform", "--mode", "prod", "--data-dir", str(data))
     assert made.returncode == 0, made.stderr
-    args = ("serve", "--data-dir", str(data), "--api-port", "0", "--pci-port", "0")
+    args = (
+        "serve",
+        "--data-dir",
+        str(data),
+        "--api-port",
+        "0",
+        "--pci-port",
+        "0",
+        "--internal-port",
+        "0",
+    )
 
     def refused(env: dict[str, str], expected: str) -> None:
         r = cardkeep(*args, env=env)
@@ -198,6 +218,8 @@ def test_port_0_reports_the_real_ports_in_the_banner_and_ports_json(tmp_path: Pa
             "--api-port",
             "0",
             "--pci-port",
+            "0",
+            "--internal-port",
             "0",
             "--sandbox-account",
         ],

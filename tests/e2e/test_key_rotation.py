@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cardkeep.cde.keys import Keyring, legacy_key_id, write_keyring
-from tests.e2e.harness import APPROVED_CARD, Merchant, Server, run_server
+from tests.e2e.harness import APPROVED_CARD, Merchant, Server, run_server, workers_of
 
 
 def keyring(tmp_path: Path) -> tuple[Path, bytes, bytes]:
@@ -265,10 +265,13 @@ def test_cards_sealed_under_the_legacy_key_charge_after_upgrade_and_move_to_deks
         merchant.close()
 
 
-def test_sighup_reads_the_keyring_again_in_every_worker(tmp_path: Path) -> None:
+def test_sighup_reads_the_keyring_again_in_the_pci_process(tmp_path: Path) -> None:
+    """SIGHUP to ``serve`` reaches the PCI process, which reads the keyring again; the API
+    workers (which hold none) ignore it and keep running."""
     path, k1, k2 = keyring(tmp_path)
     env = {"CARDKEEP_KEYRING": str(path)}
     with run_server(tmp_path / "data", env=env, workers=2) as server:
+        processes = workers_of(server.proc.pid)
         first = Merchant(server, server.create_account("first"))
         first.authorized_si()
         # Rewritten in place, same size, same inode, same modification time: nothing for the
@@ -284,11 +287,13 @@ def test_sighup_reads_the_keyring_again_in_every_worker(tmp_path: Path) -> None:
         assert made.returncode == 0, made.stderr
         second = Merchant(server, made.stdout.strip())
         deadline = time.monotonic() + 10
-        while server.log_text().count('"keyring_loaded"') < 2:  # both workers
+        while server.log_text().count('"keyring_loaded"') < 1:  # the PCI process
             assert time.monotonic() < deadline, server.log_text()
             time.sleep(0.05)
         second.authorized_si()
         assert sorted(kek for kek, _ in deks(server).values()) == ["kek-1", "kek-2"]
         assert server.proc.poll() is None  # SIGHUP stops nothing
+        assert workers_of(server.proc.pid) == processes  # and kills none
+        assert server.log_text().count('"keyring_loaded"') == 1  # no API worker has a keyring
         for m in (first, second):
             m.close()

@@ -113,7 +113,8 @@ def _start(data_dir: Path) -> Started:
     with a thread draining its stderr."""
     api_port, pci_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(data_dir)]
-    cmd += ["--api-port", str(api_port), "--pci-port", str(pci_port), "--sandbox-account"]
+    cmd += ["--api-port", str(api_port), "--pci-port", str(pci_port), "--internal-port", "0"]
+    cmd += ["--sandbox-account"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDKEEP_")}
     proc = subprocess.Popen(
         cmd,

@@ -28,14 +28,15 @@ def test_a_dead_worker_is_restarted_and_the_service_keeps_answering(
     tmp_path: Path, database_url: str | None
 ) -> None:
     with run_server(tmp_path, workers=2, database_url=database_url) as server:
-        wait_until("two workers run", lambda: len(workers_of(server.proc.pid)) == 2)
-        first = workers_of(server.proc.pid)
+        wait_until("two workers run", lambda: len(workers_of(server.proc.pid, "api")) == 2)
+        first = workers_of(server.proc.pid, "api")
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         wait_until(
             "a new worker replaces the dead one",
             lambda: (
-                len(workers_of(server.proc.pid)) == 2 and victim not in workers_of(server.proc.pid)
+                len(workers_of(server.proc.pid, "api")) == 2
+                and victim not in workers_of(server.proc.pid, "api")
             ),
         )
         for _ in range(20):  # every answer comes from a live worker
@@ -48,7 +49,8 @@ def test_workers_die_with_their_supervisor_and_a_restart_binds_the_same_ports(
 ) -> None:
     def start(api: int, pci: int) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(tmp_path)]
-        cmd += ["--api-port", str(api), "--pci-port", str(pci), "--workers", "2"]
+        cmd += ["--api-port", str(api), "--pci-port", str(pci), "--internal-port", "0"]
+        cmd += ["--workers", "2"]
         log = open(tmp_path / "serve.log", "ab")  # noqa: SIM115 - the child keeps it
         return subprocess.Popen(cmd, stdout=log, stderr=log)
 
@@ -59,8 +61,8 @@ def test_workers_die_with_their_supervisor_and_a_restart_binds_the_same_ports(
         assert ports is not None
         url = f"http://127.0.0.1:{ports[0]}/health"
         wait_until("it serves", lambda: _answers(url))
-        wait_until("two workers run", lambda: len(workers_of(proc.pid)) == 2)
-        workers = workers_of(proc.pid)
+        wait_until("two workers run", lambda: len(workers_of(proc.pid, "api")) == 2)
+        workers = workers_of(proc.pid, "api")
         proc.kill()  # kill -9 of the supervisor: no chance to stop its workers itself
         proc.wait()
         wait_until("every worker is gone", lambda: not any(alive(pid) for pid in workers), 15)
@@ -83,12 +85,12 @@ def test_recovery_runs_in_every_worker_and_settles_a_charge_once(
     tmp_path: Path, database_url: str | None
 ) -> None:
     with run_server(tmp_path, workers=2, database_url=database_url) as server:
-        wait_until("two workers run", lambda: len(workers_of(server.proc.pid)) == 2)
+        wait_until("two workers run", lambda: len(workers_of(server.proc.pid, "api")) == 2)
         merchant = Merchant(server, server.create_account())
         si = merchant.authorized_si()
         pi = merchant.create_pi(si["id"], value=1099).json()  # the answer is lost
         assert merchant.charge(pi["id"]).status_code == 503
-        os.kill(min(workers_of(server.proc.pid)), signal.SIGKILL)  # whichever worker it is
+        os.kill(min(workers_of(server.proc.pid, "api")), signal.SIGKILL)  # whichever worker it is
         headers = {"Authorization": f"Basic {merchant.key}", "version": "2025-09-10"}
 
         def captured() -> bool:  # a fresh connection each time: the old one died with its worker

@@ -4,11 +4,12 @@ refuses."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from cardkeep.bootstrap import _policy
-from cardkeep.config import SettingsError, from_env
+from cardkeep.config import KEY_FIELDS, SettingsError, from_env
 
 
 def test_the_http_edge_defaults() -> None:
@@ -96,3 +97,71 @@ def test_the_fingerprint_key_is_a_secret_setting() -> None:
     settings = from_env({"CARDKEEP_FINGERPRINT_KEY": "c2VjcmV0"})
     assert settings.fingerprint_key == "c2VjcmV0"
     assert "c2VjcmV0" not in repr(settings)
+
+
+SECRET = "an-internal-secret-of-enough-length-0123456789"
+
+
+def test_the_internal_hop_settings_and_what_an_api_worker_is_given(tmp_path: Path) -> None:
+    settings = from_env(
+        {
+            "CARDKEEP_INTERNAL_SECRET": SECRET,
+            "CARDKEEP_INTERNAL_URL": "http://10.0.0.5:8002/",
+            "CARDKEEP_INTERNAL_HOST": "10.0.0.5",
+            "CARDKEEP_KEYRING": str(tmp_path / "keyring.json"),
+            "CARDKEEP_VAULT_KEY": "dmF1bHQ=",
+            "CARDKEEP_FINGERPRINT_KEY": "ZmluZ2VycHJpbnQ=",
+        }
+    )
+    assert (settings.internal_secret, settings.internal_url) == (SECRET, "http://10.0.0.5:8002")
+    assert settings.internal_host == "10.0.0.5"
+    assert SECRET not in repr(settings)
+    worker = settings.without_keys()
+    assert (worker.keyring, worker.keyring_json, worker.vault_key, worker.fingerprint_key) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert str(tmp_path) not in repr(worker)
+    assert worker.internal_secret == SECRET  # what it needs to reach the PCI process
+    assert {f for f in KEY_FIELDS if getattr(settings, f)} == {
+        "keyring",
+        "vault_key",
+        "fingerprint_key",
+    }
+    assert from_env({"CARDKEEP_KEYRING_JSON": "{}"}).without_keys().keyring_json is None
+
+
+def test_the_internal_secret_from_a_file_only_its_owner_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "internal.secret"
+    path.write_text(SECRET + "\n")
+    path.chmod(0o600)
+    assert from_env({"CARDKEEP_INTERNAL_SECRET_FILE": str(path)}).internal_secret == SECRET
+    path.chmod(0o640)
+    with pytest.raises(SettingsError, match="readable by group or others"):
+        from_env({"CARDKEEP_INTERNAL_SECRET_FILE": str(path)})
+    with pytest.raises(SettingsError, match="cannot read"):
+        from_env({"CARDKEEP_INTERNAL_SECRET_FILE": str(tmp_path / "missing")})
+    short = tmp_path / "short.secret"
+    short.write_text("short")
+    short.chmod(0o600)
+    with pytest.raises(SettingsError, match="at least 32"):
+        from_env({"CARDKEEP_INTERNAL_SECRET_FILE": str(short)})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CARDKEEP_INTERNAL_SECRET": "too-short"}, "at least 32"),
+        ({"CARDKEEP_INTERNAL_SECRET": "x" * 31 + "\u00e9"}, "printable ASCII"),
+        (
+            {"CARDKEEP_INTERNAL_SECRET": SECRET, "CARDKEEP_INTERNAL_SECRET_FILE": "/x"},
+            "not both",
+        ),
+        ({"CARDKEEP_INTERNAL_URL": "10.0.0.5:8002"}, "http:// or https://"),
+    ],
+)
+def test_internal_hop_settings_that_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        from_env(env)

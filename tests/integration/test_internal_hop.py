@@ -1,0 +1,298 @@
+"""The internal hop over real HTTP on 127.0.0.1: the API side's Charger (``hop.client``) against
+the PCI process's internal listener (``cde.internal``) served by uvicorn in a thread, over the
+PCI side's own charger, vault and sandbox acquirer.
+
+What it must keep: a charge, a re-send, a refund and a reversal cross it with their outcomes; only
+the internal secret opens it (anything else is a bare 404); a PCI side that cannot be reached is a
+503 for the merchant and a claim left to recovery, never a guess, so the money moves once when it
+answers again.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cardkeep.cde.internal import create_internal_app
+from cardkeep.domain.account import Mode
+from cardkeep.domain.card import Expiry
+from cardkeep.domain.money import Money
+from cardkeep.hop import wire
+from cardkeep.hop.client import HopError, InternalCharger
+from cardkeep.service.ports import (
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeResult,
+    RefundOutcome,
+    RefundRequest,
+    RefundResult,
+)
+from tests.world import World, captured_log
+
+SECRET = "internal-secret-for-tests-0123456789abcdef"
+CHARGE = ChargeRequest(
+    Mode.SANDBOX, "acc_1", "tok_1", Expiry(12, 2030), Money(1000, "GBP"), "charge:pi_1:1", None, 5.0
+)
+REFUND = RefundRequest(
+    Mode.SANDBOX, "acc_1", "refund", Money(300, "GBP"), "refund:rf_1:1", "charge:pi_1:1", 5.0
+)
+
+
+def _socket() -> socket.socket:
+    """A bound socket not yet listening: connecting to its port is refused until it serves."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextmanager
+def serving(app: ASGIApp, sock: socket.socket | None = None) -> Iterator[str]:
+    """``app`` on real HTTP (uvicorn, in a thread) on ``sock`` or a new socket; its URL."""
+    sock = sock or _socket()
+    sock.listen(64)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.01)
+    try:
+        yield _url(sock)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+class Recording:
+    """A Charger that records what reached it and answers approved (or raises, when told)."""
+
+    def __init__(self, raises: bool = False) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.raises = raises
+
+    def _seen(self, name: str, request: object) -> None:
+        self.calls.append((name, request))
+        if self.raises:
+            raise TimeoutError("the acquirer did not answer")
+
+    def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        self._seen("charge", request)
+        return ChargeOutcome(ChargeResult.APPROVED, "Approved", "A1")
+
+    def status(self, request: ChargeRequest) -> ChargeOutcome:
+        self._seen("status", request)
+        return ChargeOutcome(ChargeResult.DECLINED, "Do not honour")
+
+    def refund(self, request: RefundRequest) -> RefundOutcome:
+        self._seen("refund", request)
+        return RefundOutcome(RefundResult.APPROVED, "Refunded")
+
+    def refund_status(self, request: RefundRequest) -> RefundOutcome:
+        self._seen("refund_status", request)
+        return RefundOutcome(RefundResult.UNKNOWN, "Still unknown")
+
+
+def test_each_call_crosses_the_hop_with_its_request_and_outcome() -> None:
+    far = Recording()
+    with serving(create_internal_app(far, SECRET)) as url:
+        client = InternalCharger(url, SECRET)
+        try:
+            assert client.charge(CHARGE) == ChargeOutcome(ChargeResult.APPROVED, "Approved", "A1")
+            assert client.status(CHARGE) == ChargeOutcome(ChargeResult.DECLINED, "Do not honour")
+            assert client.refund(REFUND) == RefundOutcome(RefundResult.APPROVED, "Refunded")
+            assert client.refund_status(REFUND) == RefundOutcome(
+                RefundResult.UNKNOWN, "Still unknown"
+            )
+        finally:
+            client.close()
+    assert far.calls == [
+        ("charge", CHARGE),
+        ("status", CHARGE),
+        ("refund", REFUND),
+        ("refund_status", REFUND),
+    ]
+
+
+def _post(url: str, path: str, headers: dict[str, str], body: bytes = b"{}") -> httpx.Response:
+    return httpx.post(f"{url}{path}", content=body, headers=headers, timeout=10)
+
+
+def test_only_the_internal_secret_opens_the_internal_listener() -> None:
+    far = Recording()
+    good = {"Authorization": f"Bearer {SECRET}"}
+    body = wire.encode_charge(CHARGE)
+    with captured_log() as log, serving(create_internal_app(far, SECRET)) as url:
+        refused = [
+            _post(url, wire.CHARGE, {}, body),
+            _post(url, wire.CHARGE, {"Authorization": f"Bearer {SECRET[:-1]}"}, body),
+            _post(url, wire.CHARGE, {"Authorization": f"Bearer {SECRET}x"}, body),
+            _post(url, wire.CHARGE, {"Authorization": f"Basic {SECRET}"}, body),
+            _post(url, wire.CHARGE, {"Authorization": SECRET}, body),
+            _post(url, "/internal/charges", good, body),
+            _post(url, "/setup-intents", good, body),
+            httpx.get(f"{url}{wire.CHARGE}", headers=good, timeout=10),
+            httpx.put(f"{url}{wire.REFUND}", headers=good, content=body, timeout=10),
+        ]
+        # the right secret twice is not the right secret once
+        twice = [("Authorization", f"Bearer {SECRET}")] * 2
+        refused.append(httpx.post(f"{url}{wire.CHARGE}", content=body, headers=twice, timeout=10))
+        assert [r.status_code for r in refused] == [404] * len(refused)
+        assert {r.content for r in refused} == {b'{"status":404,"title":"Not Found"}'}
+        assert far.calls == []  # nothing reached the charger
+        ok = _post(url, wire.CHARGE, good, body)
+        assert ok.status_code == 200, ok.text
+        assert wire.decode_charge_outcome(ok.content).result is ChargeResult.APPROVED
+    assert far.calls == [("charge", CHARGE)]
+    text = log.getvalue()
+    assert "internal_refused" in text
+    assert SECRET not in text
+    assert SECRET[:-1] not in text
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "JSON"),
+        (b"{}", "missing required field"),
+        (wire.encode_charge(CHARGE).replace(b'"mode":"sandbox"', b'"mode":"live"'), "live"),
+        (wire.encode_charge(CHARGE).replace(b'"expiry_month":12', b'"expiry_month":13'), "month"),
+        (wire.encode_charge(CHARGE).replace(b'"timeout":5.0', b'"timeout":-1.0'), "timeout"),
+        (wire.encode_charge(CHARGE).replace(b'"amount":1000', b'"amount":1.5'), "int"),
+        (wire.encode_charge(CHARGE).replace(b'"currency":"GBP"', b'"currency":"GB"'), "three"),
+        (wire.encode_charge(CHARGE)[:-1] + b',"pan":"5200000000001005"}', "unknown field"),
+        (b"{" + b" " * wire.MAX_BODY + b"}", "over"),
+    ],
+)
+def test_a_body_the_api_side_never_sends_is_a_400_and_reaches_nothing(
+    body: bytes, reason: str
+) -> None:
+    far = Recording()
+    with captured_log() as log, serving(create_internal_app(far, SECRET)) as url:
+        r = _post(url, wire.CHARGE, {"Authorization": f"Bearer {SECRET}"}, body)
+    assert r.status_code == 400, r.text
+    assert reason in r.json()["detail"]
+    assert far.calls == []
+    assert "5200000000001005" not in log.getvalue()
+
+
+def test_a_refund_body_is_checked_too() -> None:
+    bad = wire.encode_refund(REFUND).replace(b'"kind":"refund"', b'"kind":"chargeback"')
+    with pytest.raises(wire.WireError, match="kind"):
+        wire.decode_refund(bad)
+    with pytest.raises(wire.WireError, match="over"):
+        wire.decode_refund_outcome(b" " * (wire.MAX_BODY + 1))
+    with pytest.raises(wire.WireError):
+        wire.decode_charge_outcome(b'{"result":"maybe","message":""}')
+    with pytest.raises(wire.WireError):
+        wire.decode_refund_outcome(b'{"result":"maybe","message":""}')
+    assert wire.decode_refund(wire.encode_refund(REFUND)) == REFUND
+
+
+def test_every_failure_of_the_hop_is_an_unknown_outcome_never_an_answer() -> None:
+    """A refused secret, a call that raised on the far side, an answer that does not decode, a
+    listener that is not there: each raises HopError (the service's unknown outcome)."""
+    with serving(create_internal_app(Recording(raises=True), SECRET)) as url:
+        wrong = InternalCharger(url, "another-secret-0123456789abcdefghijklmnop")
+        raising = InternalCharger(url, SECRET)
+        try:
+            with pytest.raises(HopError, match="404"):
+                wrong.charge(CHARGE)
+            for call in (raising.charge, raising.status):
+                with pytest.raises(HopError, match="502"):
+                    call(CHARGE)
+            for refund_call in (raising.refund, raising.refund_status):
+                with pytest.raises(HopError, match="502"):
+                    refund_call(REFUND)
+        finally:
+            wrong.close()
+            raising.close()
+
+    async def garbage(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"result":"approved"}'})
+
+    with serving(garbage) as url:
+        client = InternalCharger(url, SECRET)
+        with pytest.raises(HopError, match="does not decode"):
+            client.charge(CHARGE)
+        client.close()
+    closed = _socket()
+    client = InternalCharger(_url(closed), SECRET)
+    with pytest.raises(HopError, match="did not answer"):
+        client.refund(REFUND)
+    client.close()
+    closed.close()
+
+
+def _flow(world: World) -> tuple[str, str]:
+    """A card on file and a payment intent for it."""
+    si_id = world.authorized()
+    return si_id, world.pi(si_id)
+
+
+def test_the_whole_flow_charges_and_refunds_through_the_hop() -> None:
+    sock = _socket()
+    client = InternalCharger(_url(sock), SECRET)
+    world = World(charger=client)
+    merchant = world.merchant()
+    with serving(create_internal_app(world.pci.charger, SECRET), sock):
+        si_id, pi_id = _flow(world)
+        r = merchant.charge(pi_id)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "Successful"
+        assert merchant.get_si(si_id).json()["status"] == "Completed"
+        refund = merchant.api.post(
+            f"/payment-intents/{pi_id}/refunds",
+            json={"amount": 400},
+            headers={"idempotencyKey": "r-1"},
+        )
+        assert refund.status_code == 200, refund.text
+        reversal_pi = world.pi(world.authorized())
+        assert merchant.charge(reversal_pi).json()["status"] == "Successful"
+        reversal = merchant.api.post(f"/payment-intents/{reversal_pi}/reversal")
+        assert reversal.status_code == 200, reversal.text
+    client.close()
+    ledger = world.storage.tables.sandbox_ledger
+    assert sorted(k.split(":")[0] for k in ledger) == ["charge", "charge", "refund", "reversal"]
+    assert merchant.api.get(f"/payment-intents/{reversal_pi}").json()["status"] == "Reversed"
+
+
+def test_an_unreachable_pci_side_is_a_503_and_recovery_charges_once_when_it_answers() -> None:
+    sock = _socket()
+    client = InternalCharger(_url(sock), SECRET)
+    world = World(charger=client, recovery_after=30)
+    merchant = world.merchant()
+    _, pi_id = _flow(world)
+    with captured_log() as log:
+        r = merchant.charge(pi_id)
+    assert r.status_code == 503, r.text
+    assert r.headers["Retry-After"]
+    assert r.json()["code"] == "service_unavailable"
+    assert "pci_unreachable" in log.getvalue()
+    assert world.storage.tables.sandbox_ledger == {}
+    world.advance(seconds=31)
+    assert world.services.payment_intents.recover() == 0  # still unreachable: the claim stays
+    again = merchant.charge(pi_id)
+    assert again.status_code in (409, 503), again.text  # never a second attempt meanwhile
+    with serving(create_internal_app(world.pci.charger, SECRET), sock):
+        world.advance(seconds=31)
+        assert world.services.payment_intents.recover() == 1
+        assert world.services.payment_intents.recover() == 0
+    client.close()
+    assert list(world.storage.tables.sandbox_ledger) == [f"charge:{pi_id}:1"]
+    assert merchant.api.get(f"/payment-intents/{pi_id}").json()["status"] == "Captured"
