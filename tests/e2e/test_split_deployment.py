@@ -1,0 +1,237 @@
+"""Split deployments: ``cardkeep serve --listener pci`` and ``cardkeep serve --listener api`` as
+separate commands (as on separate hosts) over one database, sharing the internal secret.
+
+The API side starts with a keyring path that does not exist (it never opens one); charges cross
+to the PCI side; while the PCI side is down a charge is a 503 with Retry-After and nothing moves;
+once it is back, recovery on the API side charges it exactly once. Either side refuses to start
+without the internal secret, with one clear line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from cardkeep.cde.keys import Keyring, write_keyring
+from tests.e2e.harness import SI_FIELDS, VERSION, card, free_port, workers_of
+
+SECRET = base64.b64encode(os.urandom(32)).decode()
+
+
+@dataclass
+class Side:
+    proc: subprocess.Popen[bytes]
+    ports: dict[str, int | None]
+    log: Path
+
+    def url(self, listener: str) -> str:
+        return f"http://127.0.0.1:{self.ports[listener]}"
+
+
+def _cmd(data_dir: Path, database_url: str, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cardkeep",
+        *args,
+        "--data-dir",
+        str(data_dir),
+        "--database-url",
+        database_url,
+    ]
+
+
+@contextmanager
+def side(data_dir: Path, database_url: str, env: dict[str, str], *args: str) -> Iterator[Side]:
+    """``cardkeep serve ARGS`` until it answers /health on the listeners it runs."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "serve.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            _cmd(data_dir, database_url, "serve", *args),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            try:
+                doc = json.loads((data_dir / "ports.json").read_text())
+            except (OSError, ValueError):
+                doc = {}
+            if doc.get("pid") == proc.pid:
+                public = "pci" if doc["api"] is None else "api"
+                up = Side(proc, doc, log)
+                try:
+                    if httpx.get(f"{up.url(public)}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.05)
+        yield up
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def _env(tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The PCI side's environment (with the keyring) and the API side's (a keyring path that
+    does not exist: it must never look)."""
+    shared = {
+        "CARDKEEP_INTERNAL_SECRET": SECRET,
+        "CARDKEEP_IDEMPOTENCY_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "CARDKEEP_WEBHOOK_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "CARDKEEP_SWEEP_INTERVAL": "0.2",
+        "CARDKEEP_RECOVERY_AFTER": "0.5",
+        "CARDKEEP_DISPATCH_INTERVAL": "0.2",
+    }
+    keyring = tmp_path / "keys" / "keyring.json"
+    keyring.parent.mkdir(mode=0o700)
+    write_keyring(keyring, Keyring("kek-1", {"kek-1": os.urandom(32)}))
+    pci = {**shared, "CARDKEEP_KEYRING": str(keyring)}
+    api = {**shared, "CARDKEEP_KEYRING": str(tmp_path / "nowhere" / "keyring.json")}
+    return pci, api
+
+
+def _database(tmp_path: Path, database_url: str | None) -> str:
+    return database_url or f"sqlite:///{tmp_path / 'shared.db'}"
+
+
+def test_each_side_runs_apart_and_an_absent_pci_side_is_a_503_then_one_charge(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    url = _database(tmp_path, database_url)
+    pci_env, api_env = _env(tmp_path)
+    internal = free_port()
+    api_env["CARDKEEP_INTERNAL_URL"] = f"http://127.0.0.1:{internal}"
+    pci_args = ("--listener", "pci", "--pci-port", "0", "--internal-port", str(internal))
+    made = subprocess.run(
+        _cmd(tmp_path / "pci", url, "accounts", "create", "split"),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **pci_env},
+        timeout=60,
+        check=True,
+    )
+    headers = {"Authorization": f"Basic {made.stdout.strip()}", "version": VERSION}
+    with (
+        side(tmp_path / "pci", url, pci_env, *pci_args) as pci,
+        side(tmp_path / "api", url, api_env, "--listener", "api", "--api-port", "0") as api,
+    ):
+        assert pci.ports["api"] is None
+        assert api.ports["pci"] is None
+        assert api.ports["internal"] is None
+        assert httpx.get(f"{api.url('api')}/health", timeout=5).status_code == 200
+        (worker,) = workers_of(api.proc.pid, "api")
+        assert b"CARDKEEP_KEYRING" not in Path(f"/proc/{worker}/environ").read_bytes()
+        with (
+            httpx.Client(base_url=pci.url("pci"), headers=headers, timeout=30) as on_pci,
+            httpx.Client(base_url=api.url("api"), headers=headers, timeout=30) as on_api,
+        ):
+
+            def charged_pi() -> str:
+                si = on_pci.post("/setup-intents", json={**SI_FIELDS, "cardDetails": card()})
+                assert si.json()["status"] == "Authorized", si.text
+                body = {
+                    "amount": {"value": 1000, "currencyCode": "GBP"},
+                    "reference": "No-show fee",
+                    "setupIntentId": si.json()["id"],
+                }
+                pi = on_api.post("/payment-intents", json=body)
+                assert pi.status_code == 200, pi.text
+                return str(pi.json()["id"])
+
+            first = charged_pi()
+            r = on_api.post(f"/payment-intents/{first}/charge")
+            assert (r.status_code, r.json()["status"]) == (200, "Successful"), r.text
+            second = charged_pi()
+
+            pci.proc.send_signal(signal.SIGTERM)  # the PCI side goes away
+            assert pci.proc.wait(timeout=30) == 0
+            r = on_api.post(f"/payment-intents/{second}/charge")
+            assert r.status_code == 503, r.text
+            assert r.headers["Retry-After"]
+            again = on_api.post(f"/payment-intents/{second}/charge")
+            assert again.status_code in (409, 503), again.text  # no second attempt
+            assert "pci_unreachable" in api.log.read_text()
+
+            with side(tmp_path / "pci", url, pci_env, *pci_args):  # back, on the same port
+                deadline = time.monotonic() + 30
+                while on_api.get(f"/payment-intents/{second}").json()["status"] != "Captured":
+                    assert time.monotonic() < deadline, api.log.read_text()
+                    time.sleep(0.1)
+    ledger = _ledger(tmp_path, url)
+    assert sorted(key.split(":")[1] for key in ledger) == sorted([first, second])
+
+
+def _ledger(tmp_path: Path, url: str) -> list[str]:
+    """The sandbox acquirer's approved charge keys."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(url[len("sqlite:///") :]) as db:
+            rows = db.execute("SELECT idempotency_key, result FROM sandbox_ledger").fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(url) as pg:
+            rows = pg.execute("SELECT idempotency_key, result FROM sandbox_ledger").fetchall()
+    return [key for key, result in rows if key.startswith("charge:") and result == "approved"]
+
+
+def test_a_side_alone_refuses_to_start_without_the_internal_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDKEEP_")}
+    for listener in ("api", "pci"):
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cardkeep",
+                "serve",
+                "--data-dir",
+                str(tmp_path / listener),
+                "--listener",
+                listener,
+                "--api-port",
+                "0",
+                "--pci-port",
+                "0",
+                "--internal-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert r.returncode == 1, r.stderr
+        errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1, r.stderr
+        assert f"--listener {listener} needs the internal secret" in errors[0]
+        assert "CARDKEEP_INTERNAL_SECRET" in errors[0]
+        assert "Traceback" not in r.stderr
+    env["CARDKEEP_INTERNAL_SECRET"] = "short"
+    r = subprocess.run(
+        [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode != 0
+    assert "CARDKEEP_INTERNAL_SECRET must be at least 32" in r.stderr
