@@ -25,6 +25,7 @@ import httpx
 
 from cardkeep.cde.keys import Keyring, write_keyring
 from tests.e2e.harness import SI_FIELDS, VERSION, card, free_port, workers_of
+from tests.e2e.test_cli import cardkeep
 
 SECRET = base64.b64encode(os.urandom(32)).decode()
 
@@ -195,43 +196,16 @@ def _ledger(tmp_path: Path, url: str) -> list[str]:
 
 
 def test_a_side_alone_refuses_to_start_without_the_internal_secret(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDKEEP_")}
+    unset = {"CARDKEEP_INTERNAL_SECRET": "", "CARDKEEP_INTERNAL_SECRET_FILE": ""}
     for listener in ("api", "pci"):
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cardkeep",
-                "serve",
-                "--data-dir",
-                str(tmp_path / listener),
-                "--listener",
-                listener,
-                "--api-port",
-                "0",
-                "--pci-port",
-                "0",
-                "--internal-port",
-                "0",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        data = str(tmp_path / listener)
+        r = cardkeep("serve", "--data-dir", data, "--listener", listener, env=unset)
         assert r.returncode == 1, r.stderr
         errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1, r.stderr
         assert f"--listener {listener} needs the internal secret" in errors[0]
         assert "CARDKEEP_INTERNAL_SECRET" in errors[0]
         assert "Traceback" not in r.stderr
-    env["CARDKEEP_INTERNAL_SECRET"] = "short"
-    r = subprocess.run(
-        [sys.executable, "-m", "cardkeep", "serve", "--data-dir", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    r = cardkeep("serve", "--data-dir", str(tmp_path / "x"), env={"CARDKEEP_INTERNAL_SECRET": "s"})
     assert r.returncode != 0
     assert "CARDKEEP_INTERNAL_SECRET must be at least 32" in r.stderr
