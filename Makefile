@@ -92,7 +92,7 @@ test: browser-check axe lint
 	$(BIN)/pytest -n 2 --cov --cov-report= $(PYTEST_ARGS) $(IN_PROCESS)
 	$(BIN)/coverage report $(COVER_GATED) --skip-covered --fail-under=95
 	@echo "coverage of everything the in-process suites reach: $$($(BIN)/coverage report --format=total) %"
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS) tests/e2e --ignore=$(BROWSER_TESTS)
+	$(BIN)/pytest -n 2 --durations=15 $(PYTEST_ARGS) tests/e2e --ignore=$(BROWSER_TESTS)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS) $(BROWSER_TESTS)
 
 # Day-to-day: lint and every test not marked slow (the race, crash and outage suites are slow).

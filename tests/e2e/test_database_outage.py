@@ -45,9 +45,10 @@ def test_the_service_answers_503_while_postgres_is_down_and_recovers_by_itself(
         assert time.monotonic() - started < 30
         cluster.start()
         deadline = time.monotonic() + 20
-        while httpx.get(f"{server.api_url}/health", timeout=10).status_code != 200:
-            assert time.monotonic() < deadline, "the service did not come back by itself"
-            time.sleep(0.2)
+        for url in (server.api_url, server.pci_url):  # the API worker and the PCI process
+            while httpx.get(f"{url}/health", timeout=10).status_code != 200:
+                assert time.monotonic() < deadline, "the service did not come back by itself"
+                time.sleep(0.2)
         assert merchant.get_si(si["id"]).json()["status"] == "Authorized"
         pi = merchant.create_pi(si["id"]).json()
         assert merchant.charge(pi["id"]).json()["status"] == "Successful"

@@ -30,6 +30,7 @@ from cardkeep.domain.setup_intent import Status as SI
 from cardkeep.keyfiles import KeyFileError
 from cardkeep.service.ports import CardResult
 from cardkeep.service.setup_intents import NewSetupIntent
+from cardkeep.service.sweeper import PRUNE_EVERY
 from tests.merchant import APPROVED_CARD, SI_FIELDS, card
 from tests.world import World
 
@@ -330,3 +331,27 @@ def test_concurrent_attempts_never_pass_a_limit_between_them() -> None:
     assert answers == ["429"] * 9 + ["Created"] * 3
     assert acquirer.verifications == 3
     assert results(world) == [CardResult.DECLINED] * 3
+
+
+def test_the_sweeper_prunes_at_most_once_a_minute() -> None:
+    """Each prune is a write transaction: the sweep, which runs every few seconds in every
+    process, prunes on its first run and then once per PRUNE_EVERY."""
+    world = World()
+    writes = 0
+    opened = world.storage.transaction
+
+    def counting(*, write: bool) -> Any:
+        nonlocal writes
+        writes += write
+        return opened(write=write)
+
+    world.storage.transaction = counting  # type: ignore[method-assign]
+    world.services.sweeper.run_once()
+    first, writes = writes, 0
+    world.advance(seconds=PRUNE_EVERY.total_seconds() - 1)
+    world.services.sweeper.run_once()
+    assert writes == first - 2  # no prune of Idempotency-Key records or card attempts
+    writes = 0
+    world.advance(seconds=1)
+    world.services.sweeper.run_once()
+    assert writes == first

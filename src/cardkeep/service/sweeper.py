@@ -8,6 +8,7 @@ so any number of sweepers (and readers) can run at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from cardkeep.domain.account import Account
 from cardkeep.domain.errors import DomainError
@@ -18,6 +19,11 @@ from cardkeep.service.idempotency import Idempotency
 from cardkeep.service.payment_intents import PaymentIntents
 from cardkeep.service.refunds import Refunds
 from cardkeep.service.setup_intents import SetupIntents
+
+# How often a sweeper prunes Idempotency-Key records and card attempts: each prune is a write
+# transaction, and what it removes (records past 24 hours, attempts past the card-testing window)
+# can wait a minute, while the sweep itself runs every few seconds in every process.
+PRUNE_EVERY = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,16 @@ class Sweeper:
         self._idempotency = idempotency
         self._audit = audit
         self._card_limits = card_limits
+        self._next_prune: datetime | None = None
+
+    def _prune(self, now: datetime) -> None:
+        """Idempotency-Key records older than their 24 hours, and card attempts that have left
+        the card-testing window: on the first run, then at most once per ``PRUNE_EVERY``."""
+        if self._next_prune is not None and now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY
+        self._idempotency.prune()
+        self._card_limits.prune()
 
     def run_once(self) -> SweepReport:
         """Sweep the accounts whose sweep lease has expired, each on its own: one account that
@@ -71,8 +87,7 @@ class Sweeper:
                 continue
             n_si += swept_si
             n_pi += swept_pi
-        self._idempotency.prune()  # Idempotency-Key records older than their 24 hours
-        self._card_limits.prune()  # card attempts that have left the card-testing window
+        self._prune(now)
         charges = self._pis.recover()
         report = SweepReport(n_si, n_pi, charges, self._refunds.recover(), tuple(failed))
         self._audit.flush_failures()  # last: a failed write keeps its counts for the next run
