@@ -13,6 +13,9 @@ import httpx
 from cardkeep.storage.migrations import load as load_migrations
 from tests.e2e.harness import Merchant, run_server
 
+# Every listener of ``serve`` on a port the kernel picks.
+FREE_PORTS = ("--api-port", "0", "--pci-port", "0", "--internal-port", "0")
+
 
 def cardkeep(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -115,17 +118,7 @@ def test_serve_refuses_a_keyring_the_stored_keys_were_not_wrapped_under(tmp_path
     other = base64.b64encode(os.urandom(32)).decode()
     keyring = tmp_path / "keyring.json"
     keyring.write_text(f'{{"current": "kek-other", "keys": {{"kek-other": "{other}"}}}}')
-    r = cardkeep(
-        "serve",
-        "--data-dir",
-        str(tmp_path),
-        "--api-port",
-        "0",
-        "--pci-port",
-        "0",
-        "--internal-port",
-        "0",
-    )
+    r = cardkeep("serve", "--data-dir", str(tmp_path), *FREE_PORTS)
     assert r.returncode == 1
     assert "stored data-encryption keys are wrapped under KEKs" in r.stderr
     assert other not in r.stderr
@@ -144,12 +137,7 @@ def test_serve_with_a_prod_account_needs_a_keyring_kept_apart(tmp_path: Path) ->
         "serve",
         "--data-dir",
         str(data),
-        "--api-port",
-        "0",
-        "--pci-port",
-        "0",
-        "--internal-port",
-        "0",
+        *FREE_PORTS,
     )
 
     def refused(env: dict[str, str], expected: str) -> None:
@@ -207,22 +195,9 @@ def test_port_0_reports_the_real_ports_in_the_banner_and_ports_json(tmp_path: Pa
     import signal
     import time
 
+    serve = ["serve", "--data-dir", str(tmp_path), *FREE_PORTS, "--sandbox-account"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cardkeep",
-            "serve",
-            "--data-dir",
-            str(tmp_path),
-            "--api-port",
-            "0",
-            "--pci-port",
-            "0",
-            "--internal-port",
-            "0",
-            "--sandbox-account",
-        ],
+        [sys.executable, "-m", "cardkeep", *serve],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -239,9 +214,11 @@ def test_port_0_reports_the_real_ports_in_the_banner_and_ports_json(tmp_path: Pa
         assert doc["pid"] == proc.pid
         assert doc["api"] > 0
         assert doc["pci"] > 0
-        assert doc["api"] != doc["pci"]
+        assert doc["internal"] > 0
+        assert len({doc["api"], doc["pci"], doc["internal"]}) == 3
         assert f"API listener: http://127.0.0.1:{doc['api']}\n" in text
         assert f"PCI listener: http://127.0.0.1:{doc['pci']}\n" in text
+        assert f"internal:     http://127.0.0.1:{doc['internal']}\n" in text
         assert ":0\n" not in text
         for port in (doc["api"], doc["pci"]):
             for _ in range(100):
