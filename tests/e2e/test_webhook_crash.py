@@ -42,14 +42,29 @@ EVENTS = [
 
 
 class Current:
-    """The server as it is now (a restart moves it to new ports)."""
+    """The server as it is now (a restart moves it to new ports). While one is down, ``url``
+    waits for its successor: a request retried on the old port could reach whatever listener
+    the restart bound there (the new PCI listener on the old API port, say)."""
 
     def __init__(self, server: Server) -> None:
-        self.server = server
-        self.lock = threading.Lock()
+        self.server: Server | None = server
+        self.cond = threading.Condition()
+
+    def down(self) -> Server:
+        with self.cond:
+            server, self.server = self.server, None
+            assert server is not None
+            return server
+
+    def up(self, server: Server) -> None:
+        with self.cond:
+            self.server = server
+            self.cond.notify_all()
 
     def url(self, listener: str) -> str:
-        with self.lock:
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.server is not None, 60), "no server came back"
+            assert self.server is not None
             return self.server.api_url if listener == "api" else self.server.pci_url
 
 
@@ -115,10 +130,11 @@ def test_no_committed_event_is_lost_to_kill_9(tmp_path: Path, database_url: str 
     data_dir = tmp_path / "data"
     with receiver() as hook:
         data_dir.mkdir()
-        current = Current(_start(data_dir, 1, ENV, database_url))
+        first = _start(data_dir, 1, ENV, database_url)
+        current = Current(first)
         try:
-            key = current.server.create_account("crash")
-            _subscribe(current.server, key, hook.url)
+            key = first.create_account("crash")
+            _subscribe(first, key, hook.url)
             done = threading.Event()
             progress = [0]  # flows finished
             failures: list[BaseException] = []
@@ -144,16 +160,16 @@ def test_no_committed_event_is_lost_to_kill_9(tmp_path: Path, database_url: str 
                 if done.is_set():
                     break
                 time.sleep(rng.uniform(0.0, 0.15))
-                current.server.proc.kill()  # SIGKILL, at whatever point it has reached
-                current.server.proc.wait()
+                killed = current.down()
+                killed.proc.kill()  # SIGKILL, at whatever point it has reached
+                killed.proc.wait()
                 kills += 1
-                restarted = _start(data_dir, 1, ENV, database_url)
-                with current.lock:
-                    current.server = restarted
+                current.up(_start(data_dir, 1, ENV, database_url))
             worker.join()
             assert not failures, failures[0]
             assert kills >= KILLS, kills
             server = current.server
+            assert server is not None
             _wait_all_delivered(server, key)
             posts = _posts_per_event(hook)
             committed = [str(row[0]) for row in server.sql("SELECT id FROM outbox")]
@@ -168,7 +184,8 @@ def test_no_committed_event_is_lost_to_kill_9(tmp_path: Path, database_url: str 
                 assert r.status_code == 200, r.text
                 assert (obj, r.json()["status"]) in announced, (obj, r.json()["status"])
         finally:
-            _stop(current.server.proc)
+            if current.server is not None:
+                _stop(current.server.proc)
 
 
 def _announced(posts: list[Received]) -> set[tuple[str, str]]:
