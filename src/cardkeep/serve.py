@@ -283,8 +283,9 @@ def run_api_worker(
     parent_pid: int | None = None,
 ) -> None:
     """An API worker: the API listener, charging through the PCI process at ``url``; it is given
-    no key and no path to one (``Settings.without_keys``; the supervisor hides their variables)."""
-    build = functools.partial(api_process, settings.without_keys(), url, secret)
+    no key and no path to one (``roles`` passes ``Settings.without_keys``, ``api_process`` builds
+    from it again, and the supervisor hides the key variables)."""
+    build = functools.partial(api_process, settings, url, secret)
     _run(API_NAME, build, settings, [api], parent_pid)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "free_port",
     "http_client",
     "internal_url",
+    "processes_of",
     "run_server",
     "workers_of",
 ]
@@ -186,6 +187,15 @@ def workers_of(parent: int, role: str | None = None) -> set[int]:
     return found
 
 
+def processes_of(server: Server, role: str, count: int = 1) -> set[int]:
+    """Once ``count`` processes of ``role`` run under ``server``'s supervisor: their pids."""
+    deadline = time.monotonic() + 30
+    while len(found := workers_of(server.proc.pid, role)) != count:
+        assert time.monotonic() < deadline, f"{count} {role} processes never ran: {found}"
+        time.sleep(0.05)
+    return found
+
+
 def _comm(proc_dir: Path) -> str | None:
     try:
         return (proc_dir / "comm").read_text().strip()
@@ -204,7 +214,7 @@ def alive(pid: int) -> bool:
 
 def read_ports(data_dir: Path, pid: int) -> tuple[int, int] | None:
     """The (API, PCI) ports that the server with ``pid`` wrote to ``ports.json``, once it has
-    (``ports_of`` has the internal listener's too)."""
+    (``internal_url`` reads the internal listener's)."""
     try:
         doc = json.loads((data_dir / "ports.json").read_text("utf-8"))
     except (OSError, ValueError):

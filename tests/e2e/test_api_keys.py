@@ -20,7 +20,7 @@ import pytest
 from cardkeep.storage import postgres, sqlite
 from cardkeep.storage.codec import micros
 from cardkeep.storage.migrations import load as load_migrations
-from tests.e2e.harness import SI_FIELDS, VERSION, Server, card, run_server, workers_of
+from tests.e2e.harness import SI_FIELDS, VERSION, Server, card, processes_of, run_server
 from tests.e2e.test_cli import cardkeep
 from tests.factories import T0
 
@@ -108,20 +108,12 @@ def _each_worker(ask: Callable[[], Answer], workers: set[int]) -> list[Answer]:
     return answers
 
 
-def _processes(server: Server, role: str, count: int) -> set[int]:
-    deadline = time.monotonic() + 20
-    while len(found := workers_of(server.proc.pid, role)) != count:
-        assert time.monotonic() < deadline, f"{count} {role} processes never ran"
-        time.sleep(0.1)
-    return found
-
-
 def test_a_revoked_key_is_refused_by_every_worker_from_the_next_request(
     tmp_path: Path, database_url: str | None
 ) -> None:
     with run_server(tmp_path, workers=2, database_url=database_url) as server:
-        workers = _processes(server, "api", 2)
-        pci_process = _processes(server, "pci", 1)
+        workers = processes_of(server, "api", 2)
+        pci_process = processes_of(server, "pci", 1)
         api, pci = _port(server.api_url), _port(server.pci_url)
 
         stdout, stderr = _run(server, "create", "Cafe")
@@ -227,7 +219,7 @@ def test_keys_stored_before_key_ids_get_one_and_can_be_revoked_by_it(
                 for row in rows:
                     pg.execute(row)
     with run_server(tmp_path, workers=2, database_url=database_url) as server:  # migrates
-        workers = _processes(server, "api", 2)
+        workers = processes_of(server, "api", 2)
         api = _port(server.api_url)
         ask = lambda: _ask(api, workers, secret, "GET", "/sandbox/clock")  # noqa: E731
         assert {status for status, _ in _each_worker(ask, workers)} == {200}

@@ -33,6 +33,7 @@ from tests.e2e.harness import (
     alive,
     http_client,
     internal_url,
+    processes_of,
     run_server,
     workers_of,
 )
@@ -55,14 +56,6 @@ def _keys(tmp_path: Path) -> tuple[dict[str, str], list[bytes]]:
         fingerprint.encode(),
     ]
     return env, secrets
-
-
-def _one(server: Server, role: str, count: int = 1) -> set[int]:
-    deadline = time.monotonic() + 30
-    while len(found := workers_of(server.proc.pid, role)) != count:
-        assert time.monotonic() < deadline, f"{count} {role} processes never ran: {found}"
-        time.sleep(0.05)
-    return found
 
 
 def _open_files(pid: int) -> list[str]:
@@ -110,8 +103,8 @@ def test_an_api_worker_holds_no_key_while_it_charges(
 ) -> None:
     env, secrets = _keys(tmp_path)
     with run_server(tmp_path / "data", workers=2, env=env, database_url=database_url) as server:
-        api_workers = _one(server, "api", 2)
-        (pci,) = _one(server, "pci")
+        api_workers = processes_of(server, "api", 2)
+        (pci,) = processes_of(server, "pci")
         merchant = Merchant(server, server.create_account())
         samples = 0
         with Charging(merchant) as charging:
@@ -167,7 +160,7 @@ def test_killing_the_pci_process_mid_charge_charges_each_once_and_it_comes_back(
         merchant = Merchant(server, server.create_account())
         seen: Counter[int] = Counter()
         for trial in range(TRIALS):
-            (pci,) = _one(server, "pci")
+            (pci,) = processes_of(server, "pci")
             pis = []
             for _ in range(CHARGES):
                 si = merchant.authorized_si()

@@ -48,7 +48,6 @@ class InternalCharger:
         transport: httpx.BaseTransport | None = None,
         connections: int = 100,
     ) -> None:
-        self.base_url = base_url
         self._client = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},

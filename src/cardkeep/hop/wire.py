@@ -30,7 +30,6 @@ CHARGE = "/internal/charge"
 CHARGE_STATUS = "/internal/charge/status"
 REFUND = "/internal/refund"
 REFUND_STATUS = "/internal/refund/status"
-PATHS = (CHARGE, CHARGE_STATUS, REFUND, REFUND_STATUS)
 MAX_BODY = 8 * 1024
 MAX_TIMEOUT = 120.0
 REFUND_KINDS = ("refund", "reversal")
