@@ -14,6 +14,7 @@ from cardkeep import logs
 from cardkeep.web.common import assemble
 from cardkeep.web.credentials import basic_credential
 from cardkeep.web.release import resolve_release
+from cardkeep.web.trace import TRACEPARENT, new_trace_id, survives_redaction
 from tests.world import SyncClient
 
 
@@ -61,3 +62,47 @@ def test_basic_credentials_in_both_forms() -> None:
     assert basic_credential("Bearer sk_sandbox_abc") is None
     assert basic_credential(None) is None
     assert basic_credential("Basic ") is None
+
+
+# A trace id whose hex digits form a Luhn-valid run (0397647290550, joined to the span id's 2 by
+# the dash): the log's redaction masked it, so its access-log line could not be found (found by CI).
+MASKED_BY_REDACTION = "00-989bd3507a208eb6cbf0397647290550-2e3d79478a276c4f-01"
+
+
+def test_a_trace_id_that_redaction_would_change_is_drawn_again() -> None:
+    assert logs.scrub(MASKED_BY_REDACTION) != MASKED_BY_REDACTION
+    draws = iter(
+        [
+            bytes.fromhex("4111111111111111" + "ab" * 8),  # a PAN in the trace id's digits
+            bytes.fromhex("cd" * 8),
+            bytes.fromhex("ab" * 16),
+            bytes.fromhex("cd" * 8),
+        ]
+    )
+    trace = new_trace_id(lambda n: next(draws))
+    assert trace == "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+
+
+def test_the_access_log_line_carries_the_trace_id_the_response_names() -> None:
+    stream = io.StringIO()
+    logs.configure("info", stream)
+
+    async def ok(request: Request) -> Response:
+        return Response("ok")
+
+    app = assemble([Route("/ok", ok)], "api")
+    client = SyncClient(app, "http://api.cardkeep.test", {})
+    sent = [MASKED_BY_REDACTION, "00-4111111111111111" + "a" * 16 + "-" + "b" * 16 + "-01"]
+    try:
+        answered = [
+            client.get("/ok", headers={"traceparent": t}).headers["traceparent"] for t in sent
+        ]
+        answered += [client.get("/ok").headers["traceparent"] for _ in range(300)]
+    finally:
+        client.close()
+    assert not set(sent) & set(answered)  # replaced, not echoed
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    logged = [line["traceId"] for line in lines if line.get("event") == "request"]
+    assert logged == answered
+    assert all(TRACEPARENT.match(t) and survives_redaction(t) for t in answered)
+    assert "4111111111111111" not in stream.getvalue()
