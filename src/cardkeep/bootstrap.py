@@ -53,7 +53,7 @@ from cardkeep.domain.account import Mode
 from cardkeep.domain.errors import Unauthorized
 from cardkeep.domain.ids import IdFactory
 from cardkeep.hop.client import InternalCharger
-from cardkeep.keyfiles import load_or_create
+from cardkeep.keyfiles import exposure, load_or_create
 from cardkeep.service.audit import AuthFailures
 from cardkeep.service.context import Context, Policy
 from cardkeep.service.facade import Services
@@ -326,14 +326,11 @@ def check_prod_keyring(settings: Settings, storage: Storage) -> None:
             "in the database, keep it elsewhere (CARDKEEP_KEYRING)"
         )
     try:
-        mode = path.stat().st_mode
+        exposed = exposure(path)
     except OSError as exc:
         raise VaultKeyError(f"cannot read the keyring {settings.keyring}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise VaultKeyError(
-            f"the keyring {settings.keyring} is readable by group or others (mode "
-            f"{mode & 0o777:04o}): chmod 600 it"
-        )
+    if exposed:
+        raise VaultKeyError(f"the keyring {settings.keyring} {exposed}")
 
 
 def vault_for(settings: Settings, storage: Storage) -> Vault:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cardkeep.keyfiles import exposure
+
 DEFAULT_SCHEMES = ("VISA", "MASTERCARD", "MAESTRO", "DISCOVER", "DCI")
 ALL_SCHEMES = frozenset({*DEFAULT_SCHEMES, "AMEX"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -154,7 +156,8 @@ class Settings:
 
     def without_keys(self) -> Settings:
         """These settings as an API worker gets them: no key material, no path to any."""
-        return replace(self, keyring=None, keyring_json=None, vault_key=None, fingerprint_key=None)
+        no_keys: dict[str, Any] = dict.fromkeys(KEY_FIELDS)
+        return replace(self, **no_keys)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -212,17 +215,14 @@ def _limits(env: Mapping[str, str]) -> dict[str, Any]:
 def _secret_file(path: Path) -> str:
     """The internal secret kept in a file its owner alone can read."""
     try:
-        mode = path.stat().st_mode
+        exposed = exposure(path)
         text = path.read_text("utf-8").strip()
     except OSError as exc:
         raise SettingsError(
             f"CARDKEEP_INTERNAL_SECRET_FILE: cannot read {path}: {exc.strerror}"
         ) from exc
-    if mode & 0o077:
-        raise SettingsError(
-            f"CARDKEEP_INTERNAL_SECRET_FILE: {path} is readable by group or others (mode "
-            f"{mode & 0o777:04o}): chmod 600 it"
-        )
+    if exposed:
+        raise SettingsError(f"CARDKEEP_INTERNAL_SECRET_FILE: {path} {exposed}")
     return text
 
 

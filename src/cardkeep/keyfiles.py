@@ -15,6 +15,15 @@ class KeyFileError(RuntimeError):
     """A key is malformed, or the variable and the file disagree; the message says which."""
 
 
+def exposure(path: Path) -> str | None:
+    """Why the file at ``path`` is not its owner's alone (readable by group or others, and its
+    mode), or None when it is. OSError when it cannot be looked at."""
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        return f"is readable by group or others (mode {mode & 0o777:04o}): chmod 600 it"
+    return None
+
+
 def decode(text: str, source: str) -> bytes:
     try:
         material = base64.b64decode(text.strip(), validate=True)

@@ -10,6 +10,7 @@ answers again.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -26,7 +27,7 @@ from cardkeep.domain.account import Mode
 from cardkeep.domain.card import Expiry
 from cardkeep.domain.money import Money
 from cardkeep.hop import wire
-from cardkeep.hop.client import HopError, InternalCharger
+from cardkeep.hop.client import LOG_EVERY, FailureLog, HopError, InternalCharger
 from cardkeep.service.ports import (
     ChargeOutcome,
     ChargeRequest,
@@ -296,3 +297,39 @@ def test_an_unreachable_pci_side_is_a_503_and_recovery_charges_once_when_it_answ
     client.close()
     assert list(world.storage.tables.sandbox_ledger) == [f"charge:{pi_id}:1"]
     assert merchant.api.get(f"/payment-intents/{pi_id}").json()["status"] == "Captured"
+
+
+def test_a_pci_side_down_is_logged_once_per_interval_not_once_per_call() -> None:
+    """While the PCI process is down, every sweep re-sends each stuck charge: the log gets the
+    first failure, then a line per LOG_EVERY counting the calls it stands for, then one line when
+    the PCI side answers again."""
+    now = [0.0]
+    sock = _socket()
+    client = InternalCharger(_url(sock), SECRET, failures=FailureLog(lambda: now[0]))
+
+    def events() -> list[dict[str, object]]:
+        return [json.loads(line) for line in log.getvalue().splitlines()]
+
+    with captured_log() as log:
+        for _ in range(50):
+            with pytest.raises(HopError):
+                client.charge(CHARGE)
+        assert [(e["event"], e["failed_calls"]) for e in events()] == [("pci_unreachable", 1)]
+        now[0] += LOG_EVERY - 0.1
+        with pytest.raises(HopError):
+            client.status(CHARGE)
+        assert len(events()) == 1
+        now[0] += 0.1
+        with pytest.raises(HopError):
+            client.refund(REFUND)
+        unreachable = [e for e in events() if e["event"] == "pci_unreachable"]
+        assert [e["failed_calls"] for e in unreachable] == [1, 51]
+        with pytest.raises(HopError):
+            client.charge(CHARGE)  # within the interval again: counted, not written
+        with serving(create_internal_app(Recording(), SECRET), sock):
+            for _ in range(3):
+                assert client.charge(CHARGE).result is ChargeResult.APPROVED
+    client.close()
+    assert [(e["event"], e.get("unlogged_failed_calls")) for e in events()][2:] == [
+        ("pci_answering", 1)
+    ]

@@ -8,6 +8,11 @@ decode) raises ``HopError``, which the service takes for an unknown outcome: the
 PCI process answers, so money moves once whether or not the first call arrived. Nothing here ever
 turns a failure into a definite answer.
 
+A failing hop is logged, but not once per call: while the PCI process is down every sweep re-sends
+each stuck charge, so each kind of failure is logged when it first happens and then at most once
+every ``LOG_EVERY`` seconds, with the number of failed calls the line stands for; the first answer
+after failures is logged as ``pci_answering``.
+
 Each call waits for the acquirer's hard timeout (carried in the request) plus ``MARGIN`` for the
 PCI side's own work; connecting waits at most ``CONNECT_TIMEOUT``. Kept-alive connections are
 dropped by the client well before the internal listener's keep-alive timeout closes them, so a
@@ -16,8 +21,11 @@ request is never sent on a connection the server is closing.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -30,11 +38,45 @@ log = get_logger("cardkeep.hop")
 CONNECT_TIMEOUT = 2.0
 MARGIN = 5.0
 KEEPALIVE_EXPIRY = 1.0
+LOG_EVERY = 10.0
 O = TypeVar("O")  # noqa: E741
 
 
 class HopError(RuntimeError):
     """The PCI process could not be asked or did not answer: the outcome is unknown."""
+
+
+class FailureLog:
+    """The hop's failure lines, throttled per kind of failure (thread-safe: calls run in a
+    thread pool)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: Counter[str] = Counter()
+
+    def failed(self, event: str, **fields: Any) -> None:
+        with self._lock:
+            self._unlogged[event] += 1
+            now = self._clock()
+            last = self._logged_at.get(event)
+            if last is not None and now - last < LOG_EVERY:
+                return
+            self._logged_at[event] = now
+            failed_calls = self._unlogged.pop(event)
+        log.error(event, failed_calls=failed_calls, **fields)
+
+    def answered(self) -> None:
+        if not self._logged_at:  # the usual case, without the lock
+            return
+        with self._lock:
+            if not self._logged_at:
+                return
+            unlogged = sum(self._unlogged.values())
+            self._logged_at.clear()
+            self._unlogged.clear()
+        log.info("pci_answering", unlogged_failed_calls=unlogged)
 
 
 class InternalCharger:
@@ -47,7 +89,9 @@ class InternalCharger:
         *,
         transport: httpx.BaseTransport | None = None,
         connections: int = 100,
+        failures: FailureLog | None = None,
     ) -> None:
+        self._failures = failures or FailureLog()
         self._client = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
@@ -67,18 +111,20 @@ class InternalCharger:
                 path, content=body, timeout=httpx.Timeout(timeout + MARGIN, connect=CONNECT_TIMEOUT)
             )
         except httpx.HTTPError as exc:
-            log.error("pci_unreachable", path=path, error_type=type(exc).__name__)
+            self._failures.failed("pci_unreachable", path=path, error_type=type(exc).__name__)
             raise HopError(f"the PCI process did not answer {path}: {type(exc).__name__}") from exc
         if response.status_code != 200:
             # 404: a wrong internal secret or path (the listener tells nothing more); 502: the
             # PCI side's call raised. Either way nothing can be assumed about the money.
-            log.error("pci_refused", path=path, status=response.status_code)
+            self._failures.failed("pci_refused", path=path, status=response.status_code)
             raise HopError(f"the PCI process answered {path} with {response.status_code}")
         try:
-            return decode(response.content)
+            outcome = decode(response.content)
         except wire.WireError as exc:
-            log.error("pci_answer_unreadable", path=path, reason=str(exc))
+            self._failures.failed("pci_answer_unreadable", path=path, reason=str(exc))
             raise HopError(f"the PCI process's answer to {path} does not decode") from exc
+        self._failures.answered()
+        return outcome
 
     def charge(self, request: ChargeRequest) -> ChargeOutcome:
         body = wire.encode_charge(request)
