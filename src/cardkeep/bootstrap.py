@@ -58,6 +58,7 @@ from cardkeep.service.audit import AuthFailures
 from cardkeep.service.context import Context, Policy
 from cardkeep.service.facade import Services
 from cardkeep.service.heartbeat import Heartbeats
+from cardkeep.service.key_checks import check_shared_key
 from cardkeep.service.ports import Charger, Clock, Storage
 from cardkeep.service.retention import PurgeReport, Retention
 from cardkeep.storage import postgres, sqlite
@@ -150,18 +151,35 @@ def _policy(settings: Settings) -> Policy:
     )
 
 
-def _outside_db(given: bytes | None, path: Path, env_name: str, env_value: str | None) -> bytes:
+def _outside_db(
+    name: str,
+    given: bytes | None,
+    path: Path,
+    env: tuple[str, str | None],
+    storage: Storage | None,
+) -> bytes:
     """A key kept outside the database: the one passed in (tests), else the environment
-    variable or the key file in the data directory (generated on first use)."""
+    variable ``env`` names or the key file in the data directory (generated on first use).
+    With ``storage``, checked against the key the database's other processes use
+    (``service.key_checks``)."""
+    env_name, env_value = env
     if given is not None:
-        return given
-    return load_or_create(path, env_name=env_name, env_value=env_value)
+        material, source = given, "passed in"
+    else:
+        material = load_or_create(path, env_name=env_name, env_value=env_value)
+        source = env_name if env_value else str(path)
+    if storage is not None:
+        check_shared_key(storage, name, material, source)
+    return material
 
 
-def webhook_box(settings: Settings, key: bytes | None = None) -> AesSecretBox:
+def webhook_box(
+    settings: Settings, key: bytes | None = None, storage: Storage | None = None
+) -> AesSecretBox:
     """The seal of webhook secrets, keyed with a secret kept outside the database."""
     path = settings.data_dir / WEBHOOK_KEY_FILE
-    return AesSecretBox(_outside_db(key, path, "CARDKEEP_WEBHOOK_KEY", settings.webhook_key))
+    env = ("CARDKEEP_WEBHOOK_KEY", settings.webhook_key)
+    return AesSecretBox(_outside_db("webhook", key, path, env, storage))
 
 
 def destination_rules(settings: Settings, resolver: Resolver | None = None) -> DestinationRules:
@@ -189,7 +207,7 @@ def _services(
     return Services.build(
         ctx,
         settings.card_schemes,
-        webhook_box(settings, webhooks.secret),
+        webhook_box(settings, webhooks.secret, storage),
         destination_rules(settings, webhooks.resolver),
         heartbeats,
     )
@@ -216,7 +234,7 @@ def build_dispatcher(
     return Dispatcher(
         storage,
         clock or SystemClock(),
-        webhook_box(settings, webhooks.secret),
+        webhook_box(settings, webhooks.secret, storage),
         destination_rules(settings, webhooks.resolver),
         ca_file=settings.webhook_ca_file,
     )
@@ -267,19 +285,21 @@ class ApiSide:
         self.owner.close()
 
 
-def _seal(settings: Settings, secret: bytes | None) -> Seal:
+def _seal(settings: Settings, secret: bytes | None, storage: Storage | None = None) -> Seal:
     """The Idempotency-Key seal, keyed with a secret kept outside the database."""
     path = settings.data_dir / IDEMPOTENCY_KEY_FILE
-    env = settings.idempotency_key
-    return Seal(_outside_db(secret, path, "CARDKEEP_IDEMPOTENCY_KEY", env))
+    env = ("CARDKEEP_IDEMPOTENCY_KEY", settings.idempotency_key)
+    return Seal(_outside_db("idempotency", secret, path, env, storage))
 
 
-def fingerprints(settings: Settings, key: bytes | None = None) -> CardFingerprints:
+def fingerprints(
+    settings: Settings, key: bytes | None = None, storage: Storage | None = None
+) -> CardFingerprints:
     """The card fingerprints of the card-testing limits, keyed with a secret kept outside the
     database."""
     path = settings.data_dir / FINGERPRINT_KEY_FILE
-    env = settings.fingerprint_key
-    return CardFingerprints(_outside_db(key, path, "CARDKEEP_FINGERPRINT_KEY", env))
+    env = ("CARDKEEP_FINGERPRINT_KEY", settings.fingerprint_key)
+    return CardFingerprints(_outside_db("fingerprint", key, path, env, storage))
 
 
 def _has_prod_account(storage: Storage) -> bool:
@@ -381,7 +401,7 @@ def build_pci(
         if vault is None:
             vault = vault_for(settings, storage)
         _check_vault_key(storage, vault)
-        cards = fingerprints(settings, fingerprint_secret)
+        cards = fingerprints(settings, fingerprint_secret, storage)
     except BaseException:
         owner.close()
         raise
@@ -395,7 +415,7 @@ def build_pci(
     intake = CardIntake(
         services.setup_intents, vault, acquirer, services.ctx.ids, services.card_limits, cards
     )
-    app = create_pci_app(services, intake, _seal(settings, idempotency_secret))
+    app = create_pci_app(services, intake, _seal(settings, idempotency_secret, storage))
     return PciSide(app, services, storage, vault, acquirer, charger, intake, owner)
 
 
@@ -435,7 +455,7 @@ def build_api(
     services = _services(
         settings, storage, clock or SystemClock(), charger, heartbeats, webhooks, failures
     )
-    app = create_api_app(services, _seal(settings, idempotency_secret))
+    app = create_api_app(services, _seal(settings, idempotency_secret, storage))
     return ApiSide(app, services, storage, owner)
 
 

@@ -22,7 +22,7 @@ import httpx
 import psycopg
 
 from cardkeep.bootstrap import Runtime
-from cardkeep.config import Settings
+from cardkeep.config import Settings, from_env
 from cardkeep.domain.account import Mode
 from tests.merchant import (  # re-exported: the e2e tests import them from here
     APPROVED_CARD,
@@ -80,6 +80,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     database_url: str | None = None  # None: SQLite in the data directory
     started_at: float = field(default_factory=time.time)
+    env: dict[str, str] = field(default_factory=dict)  # the CARDKEEP_* variables it was given
 
     @property
     def engine(self) -> str:
@@ -91,7 +92,12 @@ class Server:
 
     @property
     def settings(self) -> Settings:
-        return Settings(data_dir=self.data_dir, database_url=self.database_url)
+        """The server's settings, its keys included (a process on its database with other keys
+        is refused: ``service.key_checks``)."""
+        given = {k: v for k, v in self.env.items() if k.startswith("CARDKEEP_")}
+        return from_env(given).with_overrides(
+            data_dir=self.data_dir, database_url=self.database_url
+        )
 
     def create_account(self, name: str = "merchant", mode: str = "sandbox") -> str:
         """A new account's secret key (through the service, on the server's own database)."""
@@ -258,7 +264,7 @@ def _start(
             ports = read_ports(data_dir, proc.pid)
             if ports is not None:
                 api, pci = (f"http://127.0.0.1:{port}" for port in ports)
-                server = Server(data_dir, api, pci, log_path, proc, database_url)
+                server = Server(data_dir, api, pci, log_path, proc, database_url, env=env or {})
         if server is not None:
             try:
                 urls = (server.api_url, server.pci_url)

@@ -189,7 +189,11 @@ def test_two_instances_on_one_postgres_database_move_money_once(tmp_path: Path) 
         "CARDKEEP_KEYRING_JSON": json.dumps(
             {"current": "kek-1", "keys": {"kek-1": base64.b64encode(os.urandom(32)).decode()}}
         ),
-        "CARDKEEP_IDEMPOTENCY_KEY": base64.b64encode(os.urandom(32)).decode(),
+        # The keys kept outside the database, the same on both (else the second one refuses).
+        **{
+            f"CARDKEEP_{name}_KEY": base64.b64encode(os.urandom(32)).decode()
+            for name in ("IDEMPOTENCY", "WEBHOOK", "FINGERPRINT")
+        },
     }
     with (
         throwaway_database("twin") as url,

@@ -209,3 +209,48 @@ def test_a_side_alone_refuses_to_start_without_the_internal_secret(tmp_path: Pat
     r = cardkeep("serve", "--data-dir", str(tmp_path / "x"), env={"CARDKEEP_INTERNAL_SECRET": "s"})
     assert r.returncode != 0
     assert "CARDKEEP_INTERNAL_SECRET must be at least 32" in r.stderr
+
+
+def _refused(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_process_given_another_shared_key_refuses_to_start(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """The keys both sides use (the Idempotency-Key seal, the webhook secrets' seal) must be the
+    same everywhere on one database: a side or an instance started with another refuses to
+    start, naming the key and where it came from, and binds no port."""
+    url = _database(tmp_path, database_url)
+    pci_env, api_env = _env(tmp_path)
+    internal = free_port()
+    api_env["CARDKEEP_INTERNAL_URL"] = f"http://127.0.0.1:{internal}"
+    pci_args = ("--listener", "pci", "--pci-port", "0", "--internal-port", str(internal))
+    other = base64.b64encode(os.urandom(32)).decode()
+    with side(tmp_path / "pci", url, pci_env, *pci_args):
+        api = ("--listener", "api", "--api-port", "0")
+        for variable, name in (
+            ("CARDKEEP_IDEMPOTENCY_KEY", "idempotency"),
+            ("CARDKEEP_WEBHOOK_KEY", "webhook"),
+        ):
+            data_dir = tmp_path / f"api-{name}"
+            wrong = cardkeep(
+                *_cmd(data_dir, url, "serve", *api)[3:], env={**api_env, variable: other}
+            )
+            _refused(wrong, f"the {name} key ({variable})", "must be given the same key")
+            assert not (data_dir / "ports.json").exists()
+        # Another instance that was given no keys generates its own beside its data: refused too.
+        alone = tmp_path / "alone"
+        unset = {**pci_env, "CARDKEEP_IDEMPOTENCY_KEY": "", "CARDKEEP_WEBHOOK_KEY": ""}
+        wrong = cardkeep(
+            *_cmd(alone, url, "serve", "--api-port", "0", "--pci-port", "0")[3:], env=unset
+        )
+        _refused(wrong, "key (" + str(alone))
+        # The right keys start.
+        with side(tmp_path / "api", url, api_env, *api) as good:
+            assert httpx.get(f"{good.url('api')}/health", timeout=5).status_code == 200

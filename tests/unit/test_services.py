@@ -248,7 +248,7 @@ def test_a_card_the_loaded_key_cannot_open_fails_the_charge_and_releases_it(worl
         storage=world.storage,
         clock=world.clock,
         charger=charger,
-        idempotency_secret=os.urandom(32),
+        idempotency_secret=world.idempotency_secret,
         webhooks=world.webhook_seams,
     )
     answer = api.services.payment_intents.charge(world.account, pi_id)

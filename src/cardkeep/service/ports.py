@@ -182,6 +182,14 @@ class CardAttempt:
     at: datetime
 
 
+class KeyCheckRepo(Protocol):
+    def digest(self, name: str) -> str | None: ...
+
+    def record(self, name: str, digest: str) -> None:
+        """Keep ``digest`` for ``name`` unless one is kept already (the first writer wins)."""
+        ...
+
+
 class CardAttemptRepo(Protocol):
     def hold(self, account_id: str) -> None:
         """Lock the account until the transaction ends, so the card attempts of one account are
@@ -452,6 +460,8 @@ class UnitOfWork(Protocol):
     def card_attempts(self) -> CardAttemptRepo: ...
     @property
     def retention(self) -> RetentionRepo: ...
+    @property
+    def key_checks(self) -> KeyCheckRepo: ...
 
     def commit(self) -> None: ...
 

@@ -62,6 +62,7 @@ class _Tables:
     audit: list[AuditEntry] = field(default_factory=list)  # in append order; seq = index + 1
     card_attempts: dict[str, CardAttempt] = field(default_factory=dict)
     deks: dict[str, DekRow] = field(default_factory=dict)
+    key_checks: dict[str, str] = field(default_factory=dict)
 
     def copy(self) -> _Tables:
         return _Tables(
@@ -81,6 +82,7 @@ class _Tables:
             list(self.audit),
             dict(self.card_attempts),
             dict(self.deks),
+            dict(self.key_checks),
         )
 
 
@@ -125,6 +127,7 @@ class MemoryUnitOfWork:
         self.audit = _AuditLog(tables)
         self.card_attempts = _CardAttempts(tables)
         self.retention = _Retention(tables)
+        self.key_checks = _KeyChecks(tables)
 
     def commit(self) -> None:
         if callable(self._on_commit):
@@ -825,3 +828,14 @@ class _Retention:
         found = [si for si in self._t.setup_intents.values() if si.status in statuses]
         held = sorted((si for si in found if si.id > after), key=lambda si: si.id)[:limit]
         return [(si.id, si.vault_token) for si in held]
+
+
+class _KeyChecks:
+    def __init__(self, t: _Tables) -> None:
+        self._t = t
+
+    def digest(self, name: str) -> str | None:
+        return self._t.key_checks.get(name)
+
+    def record(self, name: str, digest: str) -> None:
+        self._t.key_checks.setdefault(name, digest)

@@ -92,6 +92,7 @@ class SqlUnitOfWork:
         self.audit = AuditLog(db)
         self.card_attempts = CardAttempts(db)
         self.retention = Retention(db)
+        self.key_checks = KeyChecks(db)
 
     def commit(self) -> None:
         self._commit()
@@ -1259,3 +1260,18 @@ class Retention:
             (*sorted(s.value for s in statuses), after, limit),
         ).fetchall()
         return [(row[0], codec.decode_si(row[1]).vault_token) for row in rows]
+
+
+class KeyChecks:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def digest(self, name: str) -> str | None:
+        row = self._db.execute("SELECT digest FROM key_checks WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def record(self, name: str, digest: str) -> None:
+        self._db.execute(
+            "INSERT INTO key_checks (name, digest) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            (name, digest),
+        )
