@@ -3,8 +3,9 @@ trace id, no stack trace, and no card data in the log line."""
 
 from __future__ import annotations
 
-import io
 import json
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,22 +16,26 @@ from cardkeep.web.common import assemble
 from cardkeep.web.credentials import basic_credential
 from cardkeep.web.release import resolve_release
 from cardkeep.web.trace import TRACEPARENT, new_trace_id, survives_redaction
-from tests.world import SyncClient
+from tests.world import SyncClient, captured_log
+
+
+@contextmanager
+def _one_route(endpoint: Callable[[Request], Awaitable[Response]]) -> Iterator[SyncClient]:
+    """A client of the API listener's edge with ``endpoint`` at ``/route``."""
+    app = assemble([Route("/route", endpoint)], "api")
+    client = SyncClient(app, "http://api.cardkeep.test", {})
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def test_unexpected_exception_is_a_bare_problem_500() -> None:
-    stream = io.StringIO()
-    logs.configure("info", stream)
-
     async def boom(request: Request) -> Response:
         raise RuntimeError("card 5200000000001005 went wrong")
 
-    app = assemble([Route("/boom", boom)], "api")
-    client = SyncClient(app, "http://api.cardkeep.test", {})
-    try:
-        r = client.get("/boom", headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
-    finally:
-        client.close()
+    with captured_log() as stream, _one_route(boom) as client:
+        r = client.get("/route", headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
     assert r.status_code == 500
     assert r.headers["content-type"] == "application/problem+json"
     body = r.json()
@@ -84,22 +89,15 @@ def test_a_trace_id_that_redaction_would_change_is_drawn_again() -> None:
 
 
 def test_the_access_log_line_carries_the_trace_id_the_response_names() -> None:
-    stream = io.StringIO()
-    logs.configure("info", stream)
-
     async def ok(request: Request) -> Response:
         return Response("ok")
 
-    app = assemble([Route("/ok", ok)], "api")
-    client = SyncClient(app, "http://api.cardkeep.test", {})
     sent = [MASKED_BY_REDACTION, "00-4111111111111111" + "a" * 16 + "-" + "b" * 16 + "-01"]
-    try:
+    with captured_log() as stream, _one_route(ok) as client:
         answered = [
-            client.get("/ok", headers={"traceparent": t}).headers["traceparent"] for t in sent
+            client.get("/route", headers={"traceparent": t}).headers["traceparent"] for t in sent
         ]
-        answered += [client.get("/ok").headers["traceparent"] for _ in range(300)]
-    finally:
-        client.close()
+        answered += [client.get("/route").headers["traceparent"] for _ in range(300)]
     assert not set(sent) & set(answered)  # replaced, not echoed
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     logged = [line["traceId"] for line in lines if line.get("event") == "request"]
