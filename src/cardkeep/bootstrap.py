@@ -21,6 +21,7 @@ Anything passed in is the caller's to close; anything built here is closed by ``
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,11 +49,11 @@ from cardkeep.cde.keys import (
     load_legacy_key,
 )
 from cardkeep.cde.vault import DEK_PREFIX, Vault
-from cardkeep.config import Settings
+from cardkeep.config import Settings, SettingsError
 from cardkeep.domain.account import Mode
 from cardkeep.domain.errors import Unauthorized
 from cardkeep.domain.ids import IdFactory
-from cardkeep.hop.client import InternalCharger
+from cardkeep.hop.client import InternalCharger, trust
 from cardkeep.keyfiles import exposure, load_or_create
 from cardkeep.service.audit import AuthFailures
 from cardkeep.service.context import Context, Policy
@@ -523,6 +524,8 @@ class Served:
     storage: Storage
     reload: Callable[[], None] | None
     close: Callable[[], None]
+    # Per app, in order: the TLS certificate and key it is served with, or None (plain HTTP).
+    tls: tuple[tuple[Path, Path] | None, ...] = ()
 
 
 def pci_process(settings: Settings, secret: str) -> Served:
@@ -548,7 +551,37 @@ def pci_process(settings: Settings, secret: str) -> Served:
     def reload() -> None:
         pci.vault.keyring.reload()
 
-    return Served((pci.app, internal), pci.services, storage, reload, close)
+    tls = internal_tls(settings)
+    return Served((pci.app, internal), pci.services, storage, reload, close, (None, tls))
+
+
+def internal_tls(settings: Settings) -> tuple[Path, Path] | None:
+    """The internal listener's certificate and key, checked to load (a clear error at start,
+    not a PCI process that fails to serve); None without them."""
+    cert, key = settings.internal_tls_cert, settings.internal_tls_key
+    if cert is None or key is None:
+        return None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise SettingsError(
+            f"CARDKEEP_INTERNAL_TLS_CERT and CARDKEEP_INTERNAL_TLS_KEY ({cert}, {key}) do not "
+            f"load as a PEM certificate and its private key: {exc}"
+        ) from exc
+    return cert, key
+
+
+def internal_trust(settings: Settings, url: str) -> ssl.SSLContext | None:
+    """How an API worker verifies the internal listener at ``url``: nothing to verify over
+    http://; over https://, CARDKEEP_INTERNAL_CA_FILE, else the certificate the PCI process serves
+    (when this host has it: one supervisor), else the system's CAs."""
+    if not url.startswith("https://"):
+        return None
+    if settings.internal_ca_file is not None:
+        return trust(settings.internal_ca_file)
+    if settings.internal_tls_cert is not None:
+        return trust(settings.internal_tls_cert, exact=True)
+    return trust(None)
 
 
 def api_process(settings: Settings, url: str, secret: str) -> Served:
@@ -556,7 +589,7 @@ def api_process(settings: Settings, url: str, secret: str) -> Served:
     through the PCI process's internal listener at ``url``."""
     settings = settings.without_keys()
     storage = storage_for(settings)
-    charger = InternalCharger(url, secret)
+    charger = InternalCharger(url, secret, verify=internal_trust(settings, url))
     try:
         api = build_api(
             settings,

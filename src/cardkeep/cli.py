@@ -99,7 +99,13 @@ def serve(
 ) -> None:
     """Run the PCI process (PCI and internal listeners; the only one holding keys) and the API
     workers, under one supervisor (applies pending migrations first)."""
-    from cardkeep.bootstrap import Runtime, api_process, ensure_sandbox_account, migrate
+    from cardkeep.bootstrap import (
+        Runtime,
+        api_process,
+        ensure_sandbox_account,
+        internal_tls,
+        migrate,
+    )
     from cardkeep.serve import Listeners, bind, write_ports
     from cardkeep.serve import serve as run
 
@@ -134,6 +140,7 @@ def serve(
             served.close()
     else:
         _check_keyring(settings)
+        internal_tls(settings)  # a certificate and key that load, before anything binds
         with Runtime.open(settings) as runtime:  # refuses a bad vault key before binding
             key = ensure_sandbox_account(settings, runtime.services) if sandbox_account else None
     try:
@@ -175,7 +182,8 @@ def _internal_url(settings: Settings, bound: int | None) -> str:
     if bound is not None:
         host = settings.internal_host
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - only compared
-        return f"http://{host}:{bound}"
+        scheme = "https" if settings.internal_tls_cert is not None else "http"
+        return f"{scheme}://{host}:{bound}"
     return settings.internal_url or f"http://127.0.0.1:{settings.internal_port}"
 
 

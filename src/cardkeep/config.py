@@ -32,13 +32,15 @@ _SECRET_FIELDS = (
 # of a split deployment (``api``: the API workers; ``pci``: the PCI process).
 LISTENERS = ("all", "api", "pci")
 # Settings an API worker never receives, nor their environment variables: key material and where it
-# lives (the vault's keyring, the legacy vault key, the card fingerprints' key).
-KEY_FIELDS = ("keyring", "keyring_json", "vault_key", "fingerprint_key")
+# lives (the vault's keyring, the legacy vault key, the card fingerprints' key, the internal
+# listener's TLS private key).
+KEY_FIELDS = ("keyring", "keyring_json", "vault_key", "fingerprint_key", "internal_tls_key")
 KEY_ENV = (
     "CARDKEEP_KEYRING",
     "CARDKEEP_KEYRING_JSON",
     "CARDKEEP_VAULT_KEY",
     "CARDKEEP_FINGERPRINT_KEY",
+    "CARDKEEP_INTERNAL_TLS_KEY",
 )
 MIN_INTERNAL_SECRET = 32
 
@@ -84,6 +86,12 @@ class Settings:
     internal_port: int = 8002
     internal_url: str | None = None
     internal_secret: str | None = field(default=None, repr=False)
+    # TLS on the internal hop: the PCI process serves the internal listener over TLS with this
+    # certificate and key (PEM; the key 0600); the API side trusts CARDKEEP_INTERNAL_CA_FILE, or,
+    # under one supervisor without one, exactly the certificate the PCI process serves.
+    internal_tls_cert: Path | None = None
+    internal_tls_key: Path | None = None
+    internal_ca_file: Path | None = None
     currencies: frozenset[str] = frozenset({"GBP", "EUR"})
     card_schemes: tuple[str, ...] = DEFAULT_SCHEMES
     # The vault's keyring (key-encryption keys): a file (CARDKEEP_KEYRING) or the same JSON inline
@@ -248,6 +256,7 @@ def _internal(env: Mapping[str, str]) -> dict[str, Any]:
                 "internal listener, e.g. http://10.0.0.5:8002"
             )
         changes["internal_url"] = url.rstrip("/")
+    changes |= _internal_tls(env)
     secret, path = env.get("CARDKEEP_INTERNAL_SECRET"), env.get("CARDKEEP_INTERNAL_SECRET_FILE")
     if secret and path:
         raise SettingsError(
@@ -259,6 +268,34 @@ def _internal(env: Mapping[str, str]) -> dict[str, Any]:
         changes["internal_secret"] = check_internal_secret(
             _secret_file(Path(path)), f"the internal secret in {path}"
         )
+    return changes
+
+
+def _internal_tls(env: Mapping[str, str]) -> dict[str, Any]:
+    """The internal listener's certificate and key (both or neither; the key its owner's alone),
+    and the CA file the API side verifies it with."""
+    cert, key = env.get("CARDKEEP_INTERNAL_TLS_CERT"), env.get("CARDKEEP_INTERNAL_TLS_KEY")
+    if bool(cert) != bool(key):
+        raise SettingsError(
+            "set both CARDKEEP_INTERNAL_TLS_CERT and CARDKEEP_INTERNAL_TLS_KEY (PEM files), or "
+            "neither"
+        )
+    changes: dict[str, Any] = {}
+    for name, value, field_name in (
+        ("CARDKEEP_INTERNAL_TLS_CERT", cert, "internal_tls_cert"),
+        ("CARDKEEP_INTERNAL_TLS_KEY", key, "internal_tls_key"),
+        ("CARDKEEP_INTERNAL_CA_FILE", env.get("CARDKEEP_INTERNAL_CA_FILE"), "internal_ca_file"),
+    ):
+        if not value:
+            continue
+        path = Path(value)
+        if not path.is_file():
+            raise SettingsError(f"{name}: no such file {value}")
+        changes[field_name] = path
+    if key:
+        exposed = exposure(Path(key))
+        if exposed:
+            raise SettingsError(f"CARDKEEP_INTERNAL_TLS_KEY: {key} {exposed}")
     return changes
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import json
 import os
 import signal
@@ -180,7 +181,8 @@ async def _serve(
     )
     protocol = protocol_class(limits)  # one connection budget for the process's listeners
     servers = []
-    for app in served.apps:
+    for i, app in enumerate(served.apps):
+        tls = served.tls[i] if i < len(served.tls) else None
         config = uvicorn.Config(
             app,
             http=protocol,
@@ -189,6 +191,8 @@ async def _serve(
             access_log=False,
             lifespan="off",
             server_header=False,
+            ssl_certfile=None if tls is None else str(tls[0]),
+            ssl_keyfile=None if tls is None else str(tls[1]),
         )
         servers.append(_Server(config))
     stop = asyncio.Event()
@@ -269,9 +273,27 @@ def run_pci_process(
             detail="no CARDKEEP_KEYRING configured: the vault's keyring sits beside the data "
             "(sandbox only; a prod account needs a keyring kept elsewhere)",
         )
+    if hop_in_clear_beyond_host(settings):
+        log.warning(
+            "internal_hop_unencrypted",
+            host=settings.internal_host,
+            detail="the internal listener serves plain HTTP beyond this host: set "
+            "CARDKEEP_INTERNAL_TLS_CERT and CARDKEEP_INTERNAL_TLS_KEY, or keep it on a private "
+            "network",
+        )
     build = functools.partial(pci_process, settings, secret)
     # SIGTERM only: the supervisor stops it after the API workers (``Role.last``).
     _run(PCI_NAME, build, settings, [pci, internal], parent_pid, (signal.SIGTERM,))
+
+
+def hop_in_clear_beyond_host(settings: Settings) -> bool:
+    """The internal listener would serve plain HTTP on an interface other hosts can reach."""
+    if settings.internal_tls_cert is not None or settings.internal_host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(settings.internal_host).is_loopback
+    except ValueError:
+        return True  # a host name: not known to be this host only
 
 
 def run_api_worker(

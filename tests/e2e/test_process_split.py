@@ -1,9 +1,10 @@
 """The process model against real processes: ``cardkeep serve`` runs one PCI process, the only one
 with key material, and API workers that charge through its internal listener.
 
-- An API worker is given no keyring path, no KEK and no fingerprint key, in its environment or
-  otherwise, and holds no key file open, while charges run through it (``/proc/PID/environ`` and
-  ``/proc/PID/fd``); the PCI process, the positive control, does have them.
+- An API worker is given no keyring path, no KEK, no fingerprint key and no TLS key (the hop runs
+  over TLS there), in its environment or otherwise, and holds no key file open, while charges run
+  through it (``/proc/PID/environ`` and ``/proc/PID/fd``); the PCI process, the positive control,
+  does have them.
 - The internal listener is a door of its own: not on the public listeners, and closed (404) to a
   request without the internal secret.
 - The PCI process killed with SIGKILL in the middle of a burst of charges: the supervisor starts
@@ -37,8 +38,9 @@ from tests.e2e.harness import (
     run_server,
     workers_of,
 )
+from tests.tls import certificate
 
-KEY_FILES = ("keyring.json", "vault.key", "fingerprint.key")
+KEY_FILES = ("keyring.json", "vault.key", "fingerprint.key", "internal.key")
 
 
 def _keys(tmp_path: Path) -> tuple[dict[str, str], list[bytes]]:
@@ -48,14 +50,24 @@ def _keys(tmp_path: Path) -> tuple[dict[str, str], list[bytes]]:
     kek = os.urandom(32)
     write_keyring(path, Keyring("kek-1", {"kek-1": kek}))
     fingerprint = base64.b64encode(os.urandom(32)).decode()
-    env = {"CARDKEEP_KEYRING": str(path), "CARDKEEP_FINGERPRINT_KEY": fingerprint}
+    tls, _ = certificate(path.parent)  # the internal listener's TLS key: internal.key
+    env = {
+        "CARDKEEP_KEYRING": str(path),
+        "CARDKEEP_FINGERPRINT_KEY": fingerprint,
+        "CARDKEEP_INTERNAL_TLS_CERT": str(tls.cert),
+        "CARDKEEP_INTERNAL_TLS_KEY": str(tls.key),
+    }
     secrets = [
         str(path).encode(),
+        str(tls.key).encode(),
         base64.b64encode(kek),
         base64.urlsafe_b64encode(kek).rstrip(b"="),
         fingerprint.encode(),
     ]
     return env, secrets
+
+
+KEY_NAMES = (b"CARDKEEP_KEYRING", b"CARDKEEP_FINGERPRINT_KEY", b"CARDKEEP_INTERNAL_TLS_KEY")
 
 
 def _open_files(pid: int) -> list[str]:
@@ -114,7 +126,7 @@ def test_an_api_worker_holds_no_key_while_it_charges(
                 for pid in api_workers:
                     environ = Path(f"/proc/{pid}/environ").read_bytes()
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    for name in (b"CARDKEEP_KEYRING", b"CARDKEEP_FINGERPRINT_KEY"):
+                    for name in KEY_NAMES:
                         assert name not in environ, f"API worker {pid} has {name!r}"
                     for secret in secrets:
                         assert secret not in environ
@@ -129,6 +141,7 @@ def test_an_api_worker_holds_no_key_while_it_charges(
         # The control: the PCI process was given them (and so the checks above could fail).
         environ = Path(f"/proc/{pci}/environ").read_bytes()
         assert b"CARDKEEP_KEYRING=" + secrets[0] in environ
+        assert b"CARDKEEP_INTERNAL_TLS_KEY=" + secrets[1] in environ
         assert workers_of(server.proc.pid, "api") == api_workers  # none died meanwhile
 
 

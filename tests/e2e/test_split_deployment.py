@@ -22,10 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from cardkeep.cde.keys import Keyring, write_keyring
-from tests.e2e.harness import SI_FIELDS, VERSION, card, free_port, workers_of
+from tests.e2e.harness import (
+    SI_FIELDS,
+    VERSION,
+    Merchant,
+    card,
+    free_port,
+    internal_url,
+    run_server,
+    workers_of,
+)
 from tests.e2e.test_cli import cardkeep
+from tests.tls import ca_and_leaf, certificate
 
 SECRET = base64.b64encode(os.urandom(32)).decode()
 
@@ -144,23 +155,10 @@ def test_each_side_runs_apart_and_an_absent_pci_side_is_a_503_then_one_charge(
             httpx.Client(base_url=pci.url("pci"), headers=headers, timeout=30) as on_pci,
             httpx.Client(base_url=api.url("api"), headers=headers, timeout=30) as on_api,
         ):
-
-            def charged_pi() -> str:
-                si = on_pci.post("/setup-intents", json={**SI_FIELDS, "cardDetails": card()})
-                assert si.json()["status"] == "Authorized", si.text
-                body = {
-                    "amount": {"value": 1000, "currencyCode": "GBP"},
-                    "reference": "No-show fee",
-                    "setupIntentId": si.json()["id"],
-                }
-                pi = on_api.post("/payment-intents", json=body)
-                assert pi.status_code == 200, pi.text
-                return str(pi.json()["id"])
-
-            first = charged_pi()
+            first = _payment_intent(on_pci, on_api)
             r = on_api.post(f"/payment-intents/{first}/charge")
             assert (r.status_code, r.json()["status"]) == (200, "Successful"), r.text
-            second = charged_pi()
+            second = _payment_intent(on_pci, on_api)
 
             pci.proc.send_signal(signal.SIGTERM)  # the PCI side goes away
             assert pci.proc.wait(timeout=30) == 0
@@ -178,6 +176,20 @@ def test_each_side_runs_apart_and_an_absent_pci_side_is_a_503_then_one_charge(
                     time.sleep(0.1)
     ledger = _ledger(tmp_path, url)
     assert sorted(key.split(":")[1] for key in ledger) == sorted([first, second])
+
+
+def _payment_intent(on_pci: httpx.Client, on_api: httpx.Client) -> str:
+    """A card authorized on the PCI side, and a payment intent for it on the API side."""
+    si = on_pci.post("/setup-intents", json={**SI_FIELDS, "cardDetails": card()})
+    assert si.json()["status"] == "Authorized", si.text
+    body = {
+        "amount": {"value": 1000, "currencyCode": "GBP"},
+        "reference": "No-show fee",
+        "setupIntentId": si.json()["id"],
+    }
+    pi = on_api.post("/payment-intents", json=body)
+    assert pi.status_code == 200, pi.text
+    return str(pi.json()["id"])
 
 
 def _ledger(tmp_path: Path, url: str) -> list[str]:
@@ -254,3 +266,71 @@ def test_a_process_given_another_shared_key_refuses_to_start(
         # The right keys start.
         with side(tmp_path / "api", url, api_env, *api) as good:
             assert httpx.get(f"{good.url('api')}/health", timeout=5).status_code == 200
+
+
+def test_the_hop_over_tls_split_apart_and_under_one_supervisor(tmp_path: Path) -> None:
+    """With CARDKEEP_INTERNAL_TLS_CERT and _KEY the internal listener serves TLS only. Split: the
+    API side verifies it with CARDKEEP_INTERNAL_CA_FILE and charges; an API side that trusts only
+    the system's CAs cannot: its charge is a 503, and recovery on the other side charges it once. Under one supervisor the
+    API workers trust exactly the certificate the PCI process serves. A certificate and key that
+    do not load stop ``serve`` with one line."""
+    url = _database(tmp_path, None)
+    pci_env, api_env = _env(tmp_path)
+    ca, leaf = ca_and_leaf(tmp_path / "tls")
+    pci_env |= {
+        "CARDKEEP_INTERNAL_TLS_CERT": str(leaf.cert),
+        "CARDKEEP_INTERNAL_TLS_KEY": str(leaf.key),
+    }
+    internal = free_port()
+    api_env["CARDKEEP_INTERNAL_URL"] = f"https://127.0.0.1:{internal}"
+    pci_args = ("--listener", "pci", "--pci-port", "0", "--internal-port", str(internal))
+    api_args = ("--listener", "api", "--api-port", "0")
+    made = cardkeep(*_cmd(tmp_path / "pci", url, "accounts", "create", "tls")[3:], env=pci_env)
+    headers = {"Authorization": f"Basic {made.stdout.strip()}", "version": VERSION}
+    trusted = {**api_env, "CARDKEEP_INTERNAL_CA_FILE": str(ca.cert)}
+    with (
+        side(tmp_path / "pci", url, pci_env, *pci_args) as pci,
+        side(tmp_path / "api", url, trusted, *api_args) as api,
+        side(tmp_path / "untrusting", url, api_env, *api_args) as untrusting,
+        httpx.Client(base_url=pci.url("pci"), headers=headers, timeout=30) as on_pci,
+        httpx.Client(base_url=api.url("api"), headers=headers, timeout=30) as on_api,
+        httpx.Client(base_url=untrusting.url("api"), headers=headers, timeout=30) as on_other,
+    ):
+        with pytest.raises(httpx.HTTPError):  # TLS only: plain HTTP gets no answer
+            httpx.post(f"http://127.0.0.1:{internal}/internal/charge", timeout=5)
+        pi = _payment_intent(on_pci, on_api)
+        r = on_api.post(f"/payment-intents/{pi}/charge")
+        assert (r.status_code, r.json()["status"]) == (200, "Successful"), r.text
+        refused = _payment_intent(on_pci, on_other)
+        r = on_other.post(f"/payment-intents/{refused}/charge")
+        assert r.status_code == 503, r.text
+        assert "pci_unreachable" in untrusting.log.read_text()
+        # The claim stays; recovery on the side that can verify the PCI process charges it once.
+        deadline = time.monotonic() + 30
+        while on_api.get(f"/payment-intents/{refused}").json()["status"] != "Captured":
+            assert time.monotonic() < deadline, api.log.read_text()
+            time.sleep(0.1)
+    assert sorted(key.split(":")[1] for key in _ledger(tmp_path, url)) == sorted([pi, refused])
+
+    self_signed, _ = certificate(tmp_path / "tls", "self")
+    tls_env = {
+        "CARDKEEP_INTERNAL_TLS_CERT": str(self_signed.cert),
+        "CARDKEEP_INTERNAL_TLS_KEY": str(self_signed.key),
+    }
+    with run_server(tmp_path / "one", env=tls_env) as server:
+        port = internal_url(server.data_dir).rsplit(":", 1)[1]
+        assert f"internal:     https://127.0.0.1:{port}" in server.log_text()
+        merchant = Merchant(server, server.create_account())
+        si = merchant.authorized_si()["id"]
+        pi = merchant.create_pi(si).json()["id"]
+        r = merchant.charge(pi)
+        assert (r.status_code, r.json()["status"]) == (200, "Successful"), r.text
+        merchant.close()
+
+    garbage = tmp_path / "tls" / "garbage.crt"
+    garbage.write_text("not a certificate\n")
+    bad = {**tls_env, "CARDKEEP_INTERNAL_TLS_CERT": str(garbage)}
+    _refused(
+        cardkeep("serve", "--data-dir", str(tmp_path / "bad"), "--api-port", "0", env=bad),
+        "do not load as a PEM certificate and its private key",
+    )

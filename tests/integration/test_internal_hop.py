@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,7 +29,7 @@ from cardkeep.domain.account import Mode
 from cardkeep.domain.card import Expiry
 from cardkeep.domain.money import Money
 from cardkeep.hop import wire
-from cardkeep.hop.client import LOG_EVERY, FailureLog, HopError, InternalCharger
+from cardkeep.hop.client import LOG_EVERY, FailureLog, HopError, InternalCharger, trust
 from cardkeep.service.ports import (
     ChargeOutcome,
     ChargeRequest,
@@ -36,6 +38,7 @@ from cardkeep.service.ports import (
     RefundRequest,
     RefundResult,
 )
+from tests.tls import Pem, ca_and_leaf
 from tests.world import World, captured_log
 
 SECRET = "internal-secret-for-tests-0123456789abcdef"
@@ -55,16 +58,26 @@ def _socket() -> socket.socket:
     return sock
 
 
-def _url(sock: socket.socket) -> str:
-    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+def _url(sock: socket.socket, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @contextmanager
-def serving(app: ASGIApp, sock: socket.socket | None = None) -> Iterator[str]:
-    """``app`` on real HTTP (uvicorn, in a thread) on ``sock`` or a new socket; its URL."""
+def serving(
+    app: ASGIApp, sock: socket.socket | None = None, tls: Pem | None = None
+) -> Iterator[str]:
+    """``app`` on real HTTP (uvicorn, in a thread) on ``sock`` or a new socket, over TLS with
+    ``tls``; its URL."""
     sock = sock or _socket()
     sock.listen(64)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=None if tls is None else str(tls.cert),
+        ssl_keyfile=None if tls is None else str(tls.key),
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -73,7 +86,7 @@ def serving(app: ASGIApp, sock: socket.socket | None = None) -> Iterator[str]:
         assert time.monotonic() < deadline, "the test server did not start"
         time.sleep(0.01)
     try:
-        yield _url(sock)
+        yield _url(sock, "https" if tls else "http")
     finally:
         server.should_exit = True
         thread.join(10)
@@ -333,3 +346,35 @@ def test_a_pci_side_down_is_logged_once_per_interval_not_once_per_call() -> None
     assert [(e["event"], e.get("unlogged_failed_calls")) for e in events()][2:] == [
         ("pci_answering", 1)
     ]
+
+
+def test_over_tls_the_api_side_verifies_the_internal_listener(tmp_path: Path) -> None:
+    """The internal listener over TLS: trusted by the CA that signed it, or by exactly its own
+    certificate (``exact``); refused (a failing hop: the outcome unknown) by another CA, the
+    system's CAs, its certificate without ``exact`` (no CA above it is trusted), a certificate
+    for another host, or plain HTTP."""
+    ca, leaf = ca_and_leaf(tmp_path / "mine")
+    other_ca, _ = ca_and_leaf(tmp_path / "other")
+    host_ca, other_host = ca_and_leaf(tmp_path / "host", hosts=("pci.internal",))
+
+    def charged(url: str, verify: ssl.SSLContext | None) -> str:
+        """``approved``, or why the hop failed."""
+        client = InternalCharger(url, SECRET, verify=verify)
+        try:
+            return client.charge(CHARGE).result.value
+        except HopError as exc:
+            return str(exc)
+        finally:
+            client.close()
+
+    refused = "the PCI process did not answer /internal/charge"
+    with serving(create_internal_app(Recording(), SECRET), tls=leaf) as url:
+        assert url.startswith("https://")
+        assert charged(url, trust(ca.cert)) == "approved"
+        assert charged(url, trust(leaf.cert, exact=True)) == "approved"
+        assert refused in charged(url, trust(other_ca.cert))
+        assert refused in charged(url, trust(None))
+        assert refused in charged(url, trust(leaf.cert))
+        assert refused in charged(url.replace("https://", "http://"), None)
+    with serving(create_internal_app(Recording(), SECRET), tls=other_host) as url:
+        assert refused in charged(url, trust(host_ca.cert))  # a trusted CA's, for another host

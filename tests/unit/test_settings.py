@@ -3,13 +3,15 @@ refuses."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from cardkeep.bootstrap import _policy
-from cardkeep.config import KEY_FIELDS, SettingsError, from_env
+from cardkeep.config import KEY_ENV, KEY_FIELDS, Settings, SettingsError, from_env
+from cardkeep.serve import hop_in_clear_beyond_host
 
 
 def test_the_http_edge_defaults() -> None:
@@ -165,3 +167,49 @@ def test_the_internal_secret_from_a_file_only_its_owner_can_read(tmp_path: Path)
 def test_internal_hop_settings_that_are_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         from_env(env)
+
+
+def test_tls_on_the_internal_hop_and_what_an_api_worker_is_given(tmp_path: Path) -> None:
+    """The certificate and key both or neither, the key its owner's alone, each file there; an
+    API worker keeps the certificate and the CA file (public) but never the key's path."""
+    cert, key, ca = (tmp_path / name for name in ("internal.crt", "internal.key", "ca.crt"))
+    for path in (cert, key, ca):
+        path.write_text("PEM\n")
+    key.chmod(0o600)
+    env = {
+        "CARDKEEP_INTERNAL_TLS_CERT": str(cert),
+        "CARDKEEP_INTERNAL_TLS_KEY": str(key),
+        "CARDKEEP_INTERNAL_CA_FILE": str(ca),
+    }
+    settings = from_env(env)
+    assert (settings.internal_tls_cert, settings.internal_tls_key) == (cert, key)
+    assert settings.internal_ca_file == ca
+    worker = settings.without_keys()
+    assert worker.internal_tls_key is None
+    assert (worker.internal_tls_cert, worker.internal_ca_file) == (cert, ca)
+    assert "CARDKEEP_INTERNAL_TLS_KEY" in KEY_ENV
+    for dropped in ("CARDKEEP_INTERNAL_TLS_CERT", "CARDKEEP_INTERNAL_TLS_KEY"):
+        with pytest.raises(SettingsError, match=r"both .* or neither"):
+            from_env({k: v for k, v in env.items() if k != dropped})
+    for name in env:
+        with pytest.raises(SettingsError, match=f"{name}: no such file"):
+            from_env({**env, name: str(tmp_path / "missing.pem")})
+    key.chmod(0o640)
+    with pytest.raises(SettingsError, match=r"CARDKEEP_INTERNAL_TLS_KEY: .* readable by group"):
+        from_env(env)
+
+
+def test_the_pci_process_warns_of_a_hop_in_clear_beyond_this_host(tmp_path: Path) -> None:
+    cert = tmp_path / "internal.crt"
+    for host, warned in (
+        ("127.0.0.1", False),
+        ("127.0.0.2", False),
+        ("::1", False),
+        ("localhost", False),
+        ("0.0.0.0", True),
+        ("10.0.0.5", True),
+        ("pci.internal", True),
+    ):
+        settings = Settings(internal_host=host)
+        assert hop_in_clear_beyond_host(settings) is warned, host
+        assert not hop_in_clear_beyond_host(replace(settings, internal_tls_cert=cert))

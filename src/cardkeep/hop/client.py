@@ -13,6 +13,11 @@ each stuck charge, so each kind of failure is logged when it first happens and t
 every ``LOG_EVERY`` seconds, with the number of failed calls the line stands for; the first answer
 after failures is logged as ``pci_answering``.
 
+Over ``https://`` the internal listener's certificate is verified (``trust``): against
+CARDKEEP_INTERNAL_CA_FILE, or, under one supervisor without one, against exactly the certificate the
+PCI process serves; otherwise the system's CAs. A certificate that fails is a failing hop like any
+other (logged ``pci_unreachable``; the outcome unknown).
+
 Each call waits for the acquirer's hard timeout (carried in the request) plus ``MARGIN`` for the
 PCI side's own work; connecting waits at most ``CONNECT_TIMEOUT``. Kept-alive connections are
 dropped by the client well before the internal listener's keep-alive timeout closes them, so a
@@ -21,10 +26,12 @@ request is never sent on a connection the server is closing.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -44,6 +51,16 @@ O = TypeVar("O")  # noqa: E741
 
 class HopError(RuntimeError):
     """The PCI process could not be asked or did not answer: the outcome is unknown."""
+
+
+def trust(ca_file: Path | None, *, exact: bool = False) -> ssl.SSLContext:
+    """How the API side verifies the internal listener over TLS: by the certificates in
+    ``ca_file`` (``exact``: ``ca_file`` is the very certificate the listener serves, trusted as it
+    is, with no CA above it), or by the system's CAs. The host name is checked either way."""
+    context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+    if exact:
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
 
 
 class FailureLog:
@@ -90,6 +107,7 @@ class InternalCharger:
         transport: httpx.BaseTransport | None = None,
         connections: int = 100,
         failures: FailureLog | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self._failures = failures or FailureLog()
         self._client = httpx.Client(
@@ -101,6 +119,7 @@ class InternalCharger:
                 keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
             transport=transport,
+            verify=verify if verify is not None else True,
             follow_redirects=False,
             trust_env=False,  # never through a proxy the environment names
         )
