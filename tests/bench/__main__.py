@@ -24,6 +24,7 @@ import httpx
 
 from tests.e2e.harness import SI_FIELDS, VERSION, Server, card, run_server
 from tests.postgres import throwaway_database
+from tests.tls import certificate
 
 
 async def _flow(
@@ -131,15 +132,25 @@ ENV = {"CARDKEEP_RECOVERY_AFTER": "30"}
 
 
 @contextmanager
-def _server(engine: str, workers: int) -> Iterator[Server]:
+def _server(engine: str, workers: int, internal_tls: bool) -> Iterator[Server]:
+    """A server to load; with ``internal_tls`` its internal hop runs over TLS (a self-signed
+    certificate, which the API workers trust exactly)."""
     with tempfile.TemporaryDirectory() as tmp:
+        env = dict(ENV)
+        if internal_tls:
+            pem, _ = certificate(Path(tmp) / "tls")
+            env |= {
+                "CARDKEEP_INTERNAL_TLS_CERT": str(pem.cert),
+                "CARDKEEP_INTERNAL_TLS_KEY": str(pem.key),
+            }
+        data = Path(tmp) / "data"
         if engine == "sqlite":
-            with run_server(Path(tmp), workers=workers, env=ENV) as server:
+            with run_server(data, workers=workers, env=env) as server:
                 yield server
             return
         with (
             throwaway_database("bench") as url,
-            run_server(Path(tmp), workers=workers, env=ENV, database_url=url) as server,
+            run_server(data, workers=workers, env=env, database_url=url) as server,
         ):
             yield server
 
@@ -153,11 +164,14 @@ def main() -> None:
     parser.add_argument(
         "--engines", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"]
     )
+    parser.add_argument(
+        "--internal-tls", action="store_true", help="the internal hop over TLS (a self-signed cert)"
+    )
     args = parser.parse_args()
     rows = []
     for engine in args.engines:
         for workers in args.workers:
-            with _server(engine, workers) as server:
+            with _server(engine, workers, args.internal_tls) as server:
                 key = server.create_account("bench")
                 rate, lat = asyncio.run(
                     _run(
@@ -168,7 +182,7 @@ def main() -> None:
                 p50, p95, p99 = (_pct(values, q) for q in (50, 95, 99))
                 rows.append((engine, workers, name, rate, p50, p95, p99))
     print(
-        f"\n{datetime.now(UTC):%Y-%m-%d} · {platform.machine()} · {platform.python_version()} · {args.kind} flows: {args.flows}, concurrency {args.concurrency}\n"
+        f"\n{datetime.now(UTC):%Y-%m-%d} · {platform.machine()} · {platform.python_version()} · {args.kind} flows: {args.flows}, concurrency {args.concurrency}{', internal hop over TLS' if args.internal_tls else ''}\n"
     )
     print("| engine | workers | request | flows/s | p50 ms | p95 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
