@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -136,6 +137,20 @@ def test_mask_pans_masks_every_luhn_valid_run_and_keeps_the_rest() -> None:
     assert mask_pans("card 5200 0000 0000 1005, ok") == "card 520000******1005, ok"
     assert mask_pans("at 2026-11-24 for 4 guests") == "at 2026-11-24 for 4 guests"
     assert mask_pans("1000000000000008") == "100000******0008"  # logs hide scheme-less runs too
+
+
+def test_mask_pans_masks_exactly_the_luhn_valid_runs_at_the_length_bounds() -> None:
+    """Runs of 10 to 21 digits, with up to two separators between digits, between letters: a run
+    is masked exactly when its digits are 12 to 19 long and Luhn-valid (mask_pans looks for twelve
+    digits first, and must never skip one that qualifies)."""
+    rng = random.Random(20261206)
+    separators = ["", "", "", " ", "-", ".", "_", "--", " .", "\t"]
+    for _ in range(20_000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(10, 22)))
+        run = "".join(d + rng.choice(separators) for d in digits[:-1]) + digits[-1]
+        text = f"{rng.choice('abcdef')}{run}{rng.choice('abcdef')}"
+        qualifies = 12 <= len(digits) <= 19 and luhn_ok(digits)
+        assert (mask_pans(text) != text) is qualifies, text
 
 
 @given(

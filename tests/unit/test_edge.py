@@ -4,7 +4,6 @@ trace id, no stack trace, and no card data in the log line."""
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
@@ -105,17 +104,3 @@ def test_the_access_log_line_carries_the_trace_id_the_response_names() -> None:
     assert logged == answered
     assert all(TRACEPARENT.match(t) and survives_redaction(t) for t in answered)
     assert "4111111111111111" not in stream.getvalue()
-
-
-def test_the_quick_look_for_digits_agrees_with_redaction() -> None:
-    """Digit runs of 10 to 14 at every place in a trace id (across its dashes too), in hex
-    that is mostly digits: the quick look never lets through what redaction would change."""
-    rng = random.Random(20261206)
-    for _ in range(20_000):
-        chars = [rng.choice("0123456789abcdef") for _ in range(48)]
-        start, length = rng.randrange(48), rng.randrange(10, 15)
-        for i in range(start, min(48, start + length)):
-            chars[i] = rng.choice("0123456789")
-        hexes = "".join(chars)
-        trace = f"00-{hexes[:32]}-{hexes[32:]}-01"
-        assert survives_redaction(trace) is (logs.scrub(trace) == trace), trace

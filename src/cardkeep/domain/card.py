@@ -87,6 +87,9 @@ _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[\s._-]?[0-9])*(?![0-9])")
 # Log redaction hides more: up to two separators between digits ("5200  0000  0000  1005").
 _LOOSE_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[\s._-]{0,2}[0-9])*(?![0-9])")
 _SEPARATORS = re.compile(r"[\s._-]")
+# The least a loose run needs to hold a PAN: PAN_MIN_DIGITS digits. Most text has none, and a
+# search for it is far cheaper than visiting every short run of digits.
+_LOOSE_MIN_RUN = re.compile(rf"[0-9](?:[\s._-]{{0,2}}[0-9]){{{PAN_MIN_DIGITS - 1}}}")
 
 
 def _luhn_run(match: re.Match[str]) -> str | None:
@@ -111,6 +114,9 @@ def looks_like_pan(text: str) -> bool:
 def mask_pans(text: str) -> str:
     """``text`` with every Luhn-valid run of 12-19 digits masked, scheme or not, separated by up to
     two separator characters: log and error redaction errs on the side of hiding."""
+
+    if _LOOSE_MIN_RUN.search(text) is None:
+        return text
 
     def masked(match: re.Match[str]) -> str:
         digits = _luhn_run(match)
