@@ -5,11 +5,14 @@ a process with another key is refused with the key's name and source, never the 
 from __future__ import annotations
 
 import os
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from cardkeep.service.key_checks import KeyMismatch, check_shared_key, check_value
 from cardkeep.service.ports import Storage
+from cardkeep.storage import sqlite
 
 
 def test_the_first_check_value_kept_is_the_one_that_stays(storage: Storage) -> None:
@@ -51,3 +54,23 @@ def test_the_check_value_tells_keys_and_names_apart() -> None:
     assert check_value("webhook", key) != check_value("idempotency", key)
     assert check_value("webhook", key) != check_value("webhook", os.urandom(32))
     assert key.hex() not in check_value("webhook", key)
+
+
+def test_a_key_already_checked_is_only_read(tmp_path: Path) -> None:
+    """Once the database keeps a key's check value, a start only reads it: it passes while
+    another connection holds SQLite's write lock, where a write would fail (no busy wait here)."""
+    path = tmp_path / "db.sqlite"
+    sqlite.migrate(path)
+    storage = sqlite.SqliteStorage(path, busy_timeout_ms=0)
+    key = os.urandom(32)
+    check_shared_key(storage, "webhook", key, "CARDKEEP_WEBHOOK_KEY")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        check_shared_key(storage, "webhook", key, "CARDKEEP_WEBHOOK_KEY")
+        with pytest.raises(KeyMismatch):
+            check_shared_key(storage, "webhook", os.urandom(32), "CARDKEEP_WEBHOOK_KEY")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        storage.close()

@@ -7,7 +7,8 @@ quietly and late: a retried request answered 422 as if its body had changed, web
 side cannot open, card-testing counts that never meet. So the database keeps, per key, a check
 value: HMAC-SHA256 of a fixed message under the key, which tells two keys apart without telling
 anything of either. The first process to start writes it; a process whose key gives another value
-refuses to start, naming the key and where it came from.
+refuses to start, naming the key and where it came from. Once written it is only read, so a start
+takes no write lock for it.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ def check_shared_key(storage: Storage, name: str, material: bytes, source: str) 
     """Record ``material``'s check value under ``name``, or raise KeyMismatch if the database
     already holds another (``source`` says where this process's key came from)."""
     mine = check_value(name, material)
-    with storage.transaction(write=True) as uow:
-        uow.key_checks.record(name, mine)
+    with storage.transaction(write=False) as uow:  # kept already, but on the first start
         kept = uow.key_checks.digest(name)
-        uow.commit()
+    if kept is None:
+        with storage.transaction(write=True) as uow:
+            uow.key_checks.record(name, mine)
+            kept = uow.key_checks.digest(name)
+            uow.commit()
     if kept != mine:
         raise KeyMismatch(
             f"the {name} key ({source}) is not the one this database's other processes use: "
