@@ -531,6 +531,7 @@ class Served:
 def pci_process(settings: Settings, secret: str) -> Served:
     """The PCI process: the PCI listener's app and the internal listener's, over its own vault,
     acquirer and charger: the only process that loads key material."""
+    tls = _internal_tls(settings)
     storage = storage_for(settings)
     try:
         pci = build_pci(
@@ -551,11 +552,10 @@ def pci_process(settings: Settings, secret: str) -> Served:
     def reload() -> None:
         pci.vault.keyring.reload()
 
-    tls = internal_tls(settings)
     return Served((pci.app, internal), pci.services, storage, reload, close, (None, tls))
 
 
-def internal_tls(settings: Settings) -> tuple[Path, Path] | None:
+def _internal_tls(settings: Settings) -> tuple[Path, Path] | None:
     """The internal listener's certificate and key, checked to load (a clear error at start,
     not a PCI process that fails to serve); None without them."""
     cert, key = settings.internal_tls_cert, settings.internal_tls_key

@@ -99,13 +99,7 @@ def serve(
 ) -> None:
     """Run the PCI process (PCI and internal listeners; the only one holding keys) and the API
     workers, under one supervisor (applies pending migrations first)."""
-    from cardkeep.bootstrap import (
-        Runtime,
-        api_process,
-        ensure_sandbox_account,
-        internal_tls,
-        migrate,
-    )
+    from cardkeep.bootstrap import api_process, ensure_sandbox_account, migrate, pci_process
     from cardkeep.serve import Listeners, bind, write_ports
     from cardkeep.serve import serve as run
 
@@ -131,18 +125,17 @@ def serve(
                 "CARDKEEP_INTERNAL_SECRET, or CARDKEEP_INTERNAL_SECRET_FILE (a 0600 file)"
             )
         secret = secrets.token_urlsafe(32)  # both sides start here: a new one each start
-    key = None
-    if side == "api":  # this process never loads the keyring: accounts through the API side
+    # Build what this side's process will build once, before anything binds: a bad vault key, TLS
+    # pair or shared key stops here with one line. The API side never loads the keyring.
+    if side == "api":
         served = api_process(settings, _internal_url(settings, None), secret)
-        try:
-            key = ensure_sandbox_account(settings, served.services) if sandbox_account else None
-        finally:
-            served.close()
     else:
         _check_keyring(settings)
-        internal_tls(settings)  # a certificate and key that load, before anything binds
-        with Runtime.open(settings) as runtime:  # refuses a bad vault key before binding
-            key = ensure_sandbox_account(settings, runtime.services) if sandbox_account else None
+        served = pci_process(settings, secret)
+    try:
+        key = ensure_sandbox_account(settings, served.services) if sandbox_account else None
+    finally:
+        served.close()
     try:
         listeners = Listeners(
             api=bind(settings.host, settings.api_port) if side != "pci" else None,
