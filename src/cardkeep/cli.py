@@ -191,7 +191,7 @@ def _check_keyring(settings: Settings) -> None:
         check_prod_keyring(settings, storage)
     finally:
         storage.close()
-    if settings.keyring is None and not settings.keyring_json:
+    if settings.keyring_beside_data:
         click.echo(
             f"warning: no CARDKEEP_KEYRING configured: the vault's keyring is "
             f"{settings.data_dir / 'keyring.json'}, beside the data (sandbox only)",

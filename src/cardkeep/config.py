@@ -162,6 +162,11 @@ class Settings:
         """The database the URL names (default: SQLite in the data directory)."""
         return Database.parse(self.database_url, self.data_dir)
 
+    @property
+    def keyring_beside_data(self) -> bool:
+        """No keyring configured: the vault's is ``<data dir>/keyring.json`` (sandbox only)."""
+        return self.keyring is None and not self.keyring_json
+
     def without_keys(self) -> Settings:
         """These settings as an API worker gets them: no key material, no path to any."""
         no_keys: dict[str, Any] = dict.fromkeys(KEY_FIELDS)

@@ -266,7 +266,7 @@ def run_pci_process(
     parent_pid: int | None = None,
 ) -> None:
     """The PCI process: the PCI listener and the internal listener, with the vault's keys."""
-    if settings.keyring is None and not settings.keyring_json:
+    if settings.keyring_beside_data:
         log.warning(
             "keyring_beside_data",
             path=str(settings.data_dir / KEYRING_FILE),
