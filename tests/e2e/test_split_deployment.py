@@ -36,7 +36,7 @@ from tests.e2e.harness import (
     workers_of,
 )
 from tests.e2e.test_cli import cardkeep
-from tests.tls import ca_and_leaf, certificate
+from tests.tls import Pem, ca_and_leaf, certificate
 
 SECRET = base64.b64encode(os.urandom(32)).decode()
 
@@ -124,26 +124,57 @@ def _database(tmp_path: Path, database_url: str | None) -> str:
     return database_url or f"sqlite:///{tmp_path / 'shared.db'}"
 
 
+API_ARGS = ("--listener", "api", "--api-port", "0")
+
+
+@dataclass
+class Deployment:
+    """A split deployment over one database: each side's environment, the internal port the PCI
+    side binds and the API side is pointed at, and the PCI side's arguments."""
+
+    tmp_path: Path
+    url: str
+    pci_env: dict[str, str]
+    api_env: dict[str, str]
+    internal: int
+
+    @property
+    def pci_args(self) -> tuple[str, ...]:
+        return ("--listener", "pci", "--pci-port", "0", "--internal-port", str(self.internal))
+
+    def account(self, name: str) -> dict[str, str]:
+        """The headers of a new account, made with the PCI side's CLI."""
+        made = cardkeep(
+            *_cmd(self.tmp_path / "pci", self.url, "accounts", "create", name)[3:], env=self.pci_env
+        )
+        assert made.returncode == 0, made.stderr
+        return {"Authorization": f"Basic {made.stdout.strip()}", "version": VERSION}
+
+
+def _deployment(tmp_path: Path, database_url: str | None, tls: Pem | None = None) -> Deployment:
+    """Both sides' settings; with ``tls``, the PCI side serves the internal listener over TLS
+    with it and the API side is pointed at ``https://``."""
+    pci_env, api_env = _env(tmp_path)
+    internal = free_port()
+    scheme = "http" if tls is None else "https"
+    api_env["CARDKEEP_INTERNAL_URL"] = f"{scheme}://127.0.0.1:{internal}"
+    if tls is not None:
+        pci_env |= {
+            "CARDKEEP_INTERNAL_TLS_CERT": str(tls.cert),
+            "CARDKEEP_INTERNAL_TLS_KEY": str(tls.key),
+        }
+    return Deployment(tmp_path, _database(tmp_path, database_url), pci_env, api_env, internal)
+
+
 def test_each_side_runs_apart_and_an_absent_pci_side_is_a_503_then_one_charge(
     tmp_path: Path, database_url: str | None
 ) -> None:
-    url = _database(tmp_path, database_url)
-    pci_env, api_env = _env(tmp_path)
-    internal = free_port()
-    api_env["CARDKEEP_INTERNAL_URL"] = f"http://127.0.0.1:{internal}"
-    pci_args = ("--listener", "pci", "--pci-port", "0", "--internal-port", str(internal))
-    made = subprocess.run(
-        _cmd(tmp_path / "pci", url, "accounts", "create", "split"),
-        capture_output=True,
-        text=True,
-        env={**os.environ, **pci_env},
-        timeout=60,
-        check=True,
-    )
-    headers = {"Authorization": f"Basic {made.stdout.strip()}", "version": VERSION}
+    split = _deployment(tmp_path, database_url)
+    url, pci_env, api_env, pci_args = split.url, split.pci_env, split.api_env, split.pci_args
+    headers = split.account("split")
     with (
         side(tmp_path / "pci", url, pci_env, *pci_args) as pci,
-        side(tmp_path / "api", url, api_env, "--listener", "api", "--api-port", "0") as api,
+        side(tmp_path / "api", url, api_env, *API_ARGS) as api,
     ):
         assert pci.ports["api"] is None
         assert api.ports["pci"] is None
@@ -238,21 +269,17 @@ def test_a_process_given_another_shared_key_refuses_to_start(
     """The keys both sides use (the Idempotency-Key seal, the webhook secrets' seal) must be the
     same everywhere on one database: a side or an instance started with another refuses to
     start, naming the key and where it came from, and binds no port."""
-    url = _database(tmp_path, database_url)
-    pci_env, api_env = _env(tmp_path)
-    internal = free_port()
-    api_env["CARDKEEP_INTERNAL_URL"] = f"http://127.0.0.1:{internal}"
-    pci_args = ("--listener", "pci", "--pci-port", "0", "--internal-port", str(internal))
+    split = _deployment(tmp_path, database_url)
+    url, pci_env, api_env = split.url, split.pci_env, split.api_env
     other = base64.b64encode(os.urandom(32)).decode()
-    with side(tmp_path / "pci", url, pci_env, *pci_args):
-        api = ("--listener", "api", "--api-port", "0")
+    with side(tmp_path / "pci", url, pci_env, *split.pci_args):
         for variable, name in (
             ("CARDKEEP_IDEMPOTENCY_KEY", "idempotency"),
             ("CARDKEEP_WEBHOOK_KEY", "webhook"),
         ):
             data_dir = tmp_path / f"api-{name}"
             wrong = cardkeep(
-                *_cmd(data_dir, url, "serve", *api)[3:], env={**api_env, variable: other}
+                *_cmd(data_dir, url, "serve", *API_ARGS)[3:], env={**api_env, variable: other}
             )
             _refused(wrong, f"the {name} key ({variable})", "must be given the same key")
             assert not (data_dir / "ports.json").exists()
@@ -264,34 +291,25 @@ def test_a_process_given_another_shared_key_refuses_to_start(
         )
         _refused(wrong, "key (" + str(alone))
         # The right keys start.
-        with side(tmp_path / "api", url, api_env, *api) as good:
+        with side(tmp_path / "api", url, api_env, *API_ARGS) as good:
             assert httpx.get(f"{good.url('api')}/health", timeout=5).status_code == 200
 
 
 def test_the_hop_over_tls_split_apart_and_under_one_supervisor(tmp_path: Path) -> None:
     """With CARDKEEP_INTERNAL_TLS_CERT and _KEY the internal listener serves TLS only. Split: the
     API side verifies it with CARDKEEP_INTERNAL_CA_FILE and charges; an API side that trusts only
-    the system's CAs cannot: its charge is a 503, and recovery on the other side charges it once. Under one supervisor the
-    API workers trust exactly the certificate the PCI process serves. A certificate and key that
-    do not load stop ``serve`` with one line."""
-    url = _database(tmp_path, None)
-    pci_env, api_env = _env(tmp_path)
+    the system's CAs cannot: its charge is a 503, and recovery on the other side charges it once.
+    Under one supervisor the API workers trust exactly the certificate the PCI process serves. A
+    certificate and key that do not load stop ``serve`` with one line."""
     ca, leaf = ca_and_leaf(tmp_path / "tls")
-    pci_env |= {
-        "CARDKEEP_INTERNAL_TLS_CERT": str(leaf.cert),
-        "CARDKEEP_INTERNAL_TLS_KEY": str(leaf.key),
-    }
-    internal = free_port()
-    api_env["CARDKEEP_INTERNAL_URL"] = f"https://127.0.0.1:{internal}"
-    pci_args = ("--listener", "pci", "--pci-port", "0", "--internal-port", str(internal))
-    api_args = ("--listener", "api", "--api-port", "0")
-    made = cardkeep(*_cmd(tmp_path / "pci", url, "accounts", "create", "tls")[3:], env=pci_env)
-    headers = {"Authorization": f"Basic {made.stdout.strip()}", "version": VERSION}
-    trusted = {**api_env, "CARDKEEP_INTERNAL_CA_FILE": str(ca.cert)}
+    split = _deployment(tmp_path, None, tls=leaf)
+    url, internal = split.url, split.internal
+    headers = split.account("tls")
+    trusted = {**split.api_env, "CARDKEEP_INTERNAL_CA_FILE": str(ca.cert)}
     with (
-        side(tmp_path / "pci", url, pci_env, *pci_args) as pci,
-        side(tmp_path / "api", url, trusted, *api_args) as api,
-        side(tmp_path / "untrusting", url, api_env, *api_args) as untrusting,
+        side(tmp_path / "pci", url, split.pci_env, *split.pci_args) as pci,
+        side(tmp_path / "api", url, trusted, *API_ARGS) as api,
+        side(tmp_path / "untrusting", url, split.api_env, *API_ARGS) as untrusting,
         httpx.Client(base_url=pci.url("pci"), headers=headers, timeout=30) as on_pci,
         httpx.Client(base_url=api.url("api"), headers=headers, timeout=30) as on_api,
         httpx.Client(base_url=untrusting.url("api"), headers=headers, timeout=30) as on_other,
